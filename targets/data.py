@@ -1,0 +1,99 @@
+"""Data files for the Bayesian targets: `GMP_DATA_DIR` when set, else fetched once into a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "GMP_DATA_DIR"
+CACHE_DIR_ENV = "GMP_CACHE_DIR"
+
+
+class DataError(FileNotFoundError):
+    """A data file is neither in `GMP_DATA_DIR` nor in the cache, and could not be fetched."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """Where the public original of a data file lives and how to check and convert it.
+
+    `sha256` is the checksum of the downloaded original; `convert` turns the original's bytes
+    into the file's own format (None: the file is the original, byte for byte).
+    """
+
+    name: str
+    url: str
+    sha256: str
+    convert: Callable[[bytes], bytes] | None = None
+
+
+_FILES: dict[str, DataFile] = {}
+
+
+def register_file(spec: DataFile) -> DataFile:
+    """Declare a data file that a target loads with `data_path(spec.name)`."""
+    _FILES[spec.name] = spec
+    return spec
+
+
+def cache_dir() -> Path:
+    """The per-user folder that fetched originals are cached in."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gmp" / "data"
+
+
+def data_path(name: str) -> Path:
+    """Local path of data file `name`: from `GMP_DATA_DIR`, the cache, or fetched into the cache."""
+    local = os.environ.get(DATA_DIR_ENV)
+    if local:
+        path = Path(local) / name
+        if path.is_file():
+            return path
+        raise DataError(
+            f"data file {name!r} not found in {DATA_DIR_ENV}={local}. Either copy {name} into "
+            f"that folder, or unset {DATA_DIR_ENV} to fetch the public original"
+            + (f" from {_FILES[name].url}" if name in _FILES else "")
+            + " into the cache."
+        )
+    path = cache_dir() / name
+    if path.is_file():
+        return path
+    spec = _FILES.get(name)
+    if spec is None:
+        raise DataError(
+            f"data file {name!r} has no public source to fetch; set {DATA_DIR_ENV} to a folder "
+            f"holding {name}."
+        )
+    _fetch(spec, path)
+    return path
+
+
+def _fetch(spec: DataFile, path: Path) -> None:
+    try:
+        with urllib.request.urlopen(spec.url, timeout=60) as response:  # noqa: S310 (fixed https URLs)
+            raw = response.read()
+    except OSError as err:
+        raise DataError(
+            f"could not fetch data file {spec.name!r} from {spec.url} ({err}). Either set "
+            f"{DATA_DIR_ENV} to a folder holding {spec.name}, or connect to the network and "
+            f"retry (it is cached in {path.parent} after the first download)."
+        ) from err
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != spec.sha256:
+        raise DataError(
+            f"data file {spec.name!r} fetched from {spec.url} has checksum {digest}, expected "
+            f"{spec.sha256}; refusing to use it. Set {DATA_DIR_ENV} to a folder holding a "
+            f"verified copy of {spec.name}."
+        )
+    content = spec.convert(raw) if spec.convert else raw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+        tmp.write(content)
+    Path(tmp.name).replace(path)
