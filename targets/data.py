@@ -77,7 +77,7 @@ def data_path(name: str) -> Path:
 
 def _fetch(spec: DataFile, path: Path) -> None:
     try:
-        with urllib.request.urlopen(spec.url, timeout=60) as response:  # noqa: S310 (fixed https URLs)
+        with urllib.request.urlopen(spec.url, timeout=60) as response:
             raw = response.read()
     except OSError as err:
         raise DataError(

@@ -1,0 +1,348 @@
+"""The study file (YAML) as pydantic models, validated completely before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import targets
+from trainers.config import TargetSpec, TrainerConfig
+
+METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc")
+"""Evaluation metrics a study can optimise (see trainers.metrics)."""
+
+Scalar = bool | int | float | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatParam(_Strict):
+    """A float range, optionally log-uniform or stepped."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+    def values_to_check(self) -> list[Scalar]:
+        """Values that must each give a valid trainer configuration."""
+        return [self.low, self.high]
+
+
+class IntParam(_Strict):
+    """An integer range, optionally log-uniform or stepped."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+    def values_to_check(self) -> list[Scalar]:
+        """Values that must each give a valid trainer configuration."""
+        return [self.low, self.high]
+
+
+class CategoricalParam(_Strict):
+    """A choice among listed values."""
+
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    def values_to_check(self) -> list[Scalar]:
+        """Values that must each give a valid trainer configuration."""
+        return list(self.choices)
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not low < high:
+        raise ValueError(f"empty range: low ({low}) must be < high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0, got {low}")
+
+
+class Objective(_Strict):
+    """One metric to optimise and its direction."""
+
+    metric: Literal[METRICS]  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize"]
+
+
+class Budget(_Strict):
+    """How many trials, how long each trains, how often it is evaluated."""
+
+    trials: int = Field(ge=1)
+    iterations: int = Field(ge=1, description="training iterations per trial")
+    eval_interval: int = Field(ge=1, description="iterations between evaluations")
+    time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the study")
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> Budget:
+        if self.eval_interval > self.iterations:
+            raise ValueError(
+                f"eval_interval ({self.eval_interval}) must be <= iterations ({self.iterations})"
+            )
+        return self
+
+    @property
+    def evaluations(self) -> int:
+        """Number of evaluations (Tune iterations) per trial."""
+        return -(-self.iterations // self.eval_interval)
+
+
+class Search(_Strict):
+    """The Optuna sampler proposing trials."""
+
+    algorithm: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
+    seed: int = 0
+
+
+class Scheduler(_Strict):
+    """Tune's early-stopping scheduler; periods are counted in evaluations."""
+
+    type: Literal["asha", "hyperband", "median", "none"] = "none"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Resources(_Strict):
+    """What one trial holds: CPUs and (fractional) GPUs, plus one CPU per parallel IMR task."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    imr_task_cpus: float = Field(1.0, gt=0)
+    imr_parallel_tasks: int = Field(1, ge=0, description="IMR task bundles reserved per trial")
+
+
+class Storage(_Strict):
+    """Where the study is recorded; empty URLs mean files under `root`."""
+
+    root: Path = Path("gmp-runs")
+    optuna_url: str | None = None
+    mlflow_uri: str | None = None
+
+
+class Failures(_Strict):
+    """How often a trial is restarted from its last checkpoint after a crash."""
+
+    max_failures: int = Field(2, ge=0)
+
+
+class StudySpec(_Strict):
+    """A whole study: target, sampler, fixed values, search space, objective and how to run it."""
+
+    name: str
+    description: str = ""
+    target: TargetSpec
+    sampler: Literal["dis"] = "dis"
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, Param] = Field(default_factory=dict)
+    objective: list[Objective] = Field(min_length=1)
+    budget: Budget
+    search: Search = Field(default_factory=Search)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    concurrency: int = Field(1, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    seed: int = 0
+    storage: Storage = Field(default_factory=Storage)
+    address: str | None = Field(None, description="Ray cluster address; none: a local Ray")
+    failures: Failures = Field(default_factory=Failures)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+            raise ValueError(
+                "must be 1-100 letters, digits, '_', '-' or '.', start with a letter or digit "
+                "and contain no '..'"
+            )
+        return name
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        _check_target(self.target)
+        for goal in self.objective:
+            _check_metric_known(goal.metric, self.target.name)
+        if len(self.objective) > 1 and self.scheduler.type != "none":
+            raise ValueError("early stopping (scheduler) needs a single objective")
+        if self.search.algorithm == "grid" and not all(
+            isinstance(p, CategoricalParam) for p in self.search_space.values()
+        ):
+            raise ValueError("the grid algorithm needs categorical parameters only")
+        return self
+
+    @property
+    def primary(self) -> Objective:
+        """The objective that schedulers and 'best trial' use."""
+        return self.objective[0]
+
+    def trainer_config(self, params: dict[str, Any], seed: int | None = None) -> TrainerConfig:
+        """The trial's full trainer configuration: fixed values, then sampled `params`."""
+        data = copy.deepcopy(self.fixed)
+        for path, value in params.items():
+            _set_path(data, path, value)
+        data["target"] = self.target.model_dump()
+        data["sampler"] = self.sampler
+        data["seed"] = self.seed if seed is None else seed
+        return TrainerConfig.model_validate(data)
+
+
+class SpecError(ValueError):
+    """A study file is invalid; `problems` lists 'field.path: reason' lines."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: invalid study file\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and fully validate a study file; raises `SpecError` naming the file and fields."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise SpecError(file, [f"cannot read the file: {err.strerror or err}"]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(file, [f"not valid YAML: {err}"]) from err
+    if not isinstance(data, dict):
+        raise SpecError(file, ["the file must hold a mapping of study fields"])
+    return parse_spec(data, file)
+
+
+def parse_spec(data: dict[str, Any], file: str = "<study>") -> StudySpec:
+    """Validate a study given as a mapping; raises `SpecError` naming the fields."""
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(file, [_describe(e) for e in err.errors()]) from None
+    problems = _check_trainer_values(spec)
+    if problems:
+        raise SpecError(file, problems)
+    return spec
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _check_target(target: TargetSpec) -> None:
+    try:
+        accepted = targets.parameters(target.name)
+    except targets.TargetError as err:
+        raise ValueError(str(err)) from None
+    unknown = sorted(set(target.kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"target {target.name!r} has no argument(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(accepted) or 'no arguments'}"
+        )
+
+
+def _check_metric_known(metric: str, target_name: str) -> None:
+    facts = targets.info(target_name)
+    needs = {"delta_log_z": ("log_Z", facts.log_Z), "sinkhorn": ("samples", facts.samples)}
+    needs["emc"] = ("modes", facts.modes)
+    if metric in needs and not needs[metric][1]:
+        raise ValueError(
+            f"objective metric {metric!r} needs a target with known {needs[metric][0]}; "
+            f"{target_name!r} has none"
+        )
+
+
+def _check_trainer_values(spec: StudySpec) -> list[str]:
+    """Every fixed value and every bound or choice of the search space must be a valid config."""
+    problems = _config_problems(spec, {}, "fixed")
+    if problems:
+        return problems
+    for path, param in spec.search_space.items():
+        if path in _flatten(spec.fixed):
+            problems.append(f"search_space.{path}: also given in 'fixed'; keep one")
+            continue
+        if not _is_config_path(path):
+            problems.append(f"search_space.{path}: not a trainer setting (see trainers.config)")
+            continue
+        for value in param.values_to_check():
+            found = _config_problems(spec, {path: value}, f"search_space.{path}")
+            problems.extend(p for p in found if p not in problems)
+    return problems
+
+
+def _config_problems(spec: StudySpec, params: dict[str, Any], prefix: str) -> list[str]:
+    try:
+        spec.trainer_config(params)
+    except ValidationError as err:
+        value = f" (value {next(iter(params.values()))!r})" if params else ""
+        return [f"{prefix}: {_describe(e)}{value}" for e in err.errors()]
+    except TypeError as err:
+        return [f"{prefix}: {err}"]
+    return []
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = data
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise TypeError(f"{path}: {key!r} is not a group of settings")
+        node = child
+    node[leaf] = value
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _flatten(value, f"{path}.")
+    return paths
+
+
+def _is_config_path(path: str) -> bool:
+    keys = path.split(".")
+    if keys[0] in ("target", "sampler", "seed"):
+        return False
+    model: type[BaseModel] | None = TrainerConfig
+    for key in keys:
+        if model is None or key not in model.model_fields:
+            return False
+        annotation = model.model_fields[key].annotation
+        is_group = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_group else None
+    return model is None

@@ -1,0 +1,8 @@
+"""Test-wide settings: data from the shared folder when GMP_DATA_DIR is not set."""
+
+import os
+from pathlib import Path
+
+_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "GMP_DATA_DIR" not in os.environ and _SHARED_DATA.is_dir():
+    os.environ["GMP_DATA_DIR"] = str(_SHARED_DATA)
