@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.spec import CategoricalParam, SpecError, StudySpec, load_spec
+
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_ROOT = Path("gmp-runs")
 
 
 class BadInputError(Exception):
     """User input (a file, a field, an argument) is wrong; the message names it."""
 
 
+# -- targets ---------------------------------------------------------------------------------
 def _cmd_targets(args: argparse.Namespace, console: Console) -> int:
     import targets
 
@@ -40,6 +50,190 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "-"
 
 
+# -- study run / status / list ---------------------------------------------------------------
+def _load(file: str) -> tuple[StudySpec, str]:
+    try:
+        spec = load_spec(file)
+    except SpecError as err:
+        raise BadInputError(str(err)) from None
+    return spec, Path(file).read_text()
+
+
+def _root(args: argparse.Namespace, spec: StudySpec | None = None) -> Path:
+    if args.root is not None:
+        return Path(args.root)
+    return spec.storage.root if spec is not None else DEFAULT_ROOT
+
+
+def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
+    from orchestrator.driver import StudyConflictError, StudyLocations, run_study
+
+    spec, text = _load(args.file)
+    root = _root(args, spec)
+    try:
+        results = run_study(spec, text, root=root, address=args.address)
+    except StudyConflictError as err:
+        raise BadInputError(str(err)) from None
+    where = StudyLocations.resolve(spec, root)
+    _print_status(console, where.optuna_url, where.mlflow_uri, spec.name)
+    errors = [r for r in results if r.error is not None]
+    console.print(
+        f"study [bold]{spec.name}[/]: {len(results)} trials, {len(errors)} failed; "
+        f"browse with: gmp ui --root {root}"
+    )
+    return EXIT_OK
+
+
+def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
+    from storage.layout import StudyPaths
+
+    paths = StudyPaths(_root(args))
+    optuna_url = args.optuna_url or paths.optuna_url
+    mlflow_uri = args.mlflow_uri or paths.mlflow_uri
+    try:
+        _print_status(console, optuna_url, mlflow_uri, args.name)
+    except KeyError as err:
+        raise BadInputError(str(err.args[0])) from None
+    return EXIT_OK
+
+
+def _print_status(console: Console, optuna_url: str, mlflow_uri: str, name: str) -> None:
+    from orchestrator.status import SHOWN_METRICS, study_status
+
+    status = study_status(optuna_url, mlflow_uri, name)
+    table = Table(title=f"study {name}: {len(status.rows)}/{status.budget_trials} trials")
+    for column in ("trial", "tune id", "state", "params", "progress", *SHOWN_METRICS):
+        table.add_column(column)
+    for row in status.rows:
+        params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row.params.items())
+        table.add_row(
+            str(row.number),
+            row.tune_id,
+            row.state if row.state != "RUNNING" else (row.tracked_state or "RUNNING"),
+            params,
+            f"{row.evaluations}/{status.budget_evaluations}",
+            *(_short(row.metrics.get(m)) for m in SHOWN_METRICS),
+        )
+    console.print(table)
+    best = status.best
+    if best is not None:
+        console.print(
+            f"best trial: {best.number} ({best.tune_id}) "
+            f"{status.objective[0] if status.objective else 'value'} = {_short(best.values[0])}"
+        )
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cmd_study_list(args: argparse.Namespace, console: Console) -> int:
+    from orchestrator.status import list_studies
+    from storage.layout import StudyPaths
+
+    url = args.optuna_url or StudyPaths(_root(args)).optuna_url
+    table = Table(title="gmp studies")
+    for column in ("study", "trials", "best value", "direction", "started"):
+        table.add_column(column)
+    for summary in list_studies(url):
+        best = summary.best_trial.values[0] if summary.best_trial else None
+        started = (
+            summary.datetime_start.strftime("%Y-%m-%d %H:%M") if summary.datetime_start else "-"
+        )
+        table.add_row(
+            summary.study_name,
+            str(summary.n_trials),
+            _short(best),
+            ", ".join(d.name.lower() for d in summary.directions),
+            started,
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+# -- train (one trial in-process) ------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from trainers import Trainer
+
+    spec, _ = _load(args.file)
+    params = _middle_of_space(spec)
+    for assignment in args.set or []:
+        key, sep, value = assignment.partition("=")
+        if not sep or key not in spec.search_space:
+            raise BadInputError(
+                f"--set {assignment!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(spec.search_space) or '(empty search space)'}"
+            )
+        params[key] = yaml.safe_load(value)
+    try:
+        config = spec.trainer_config(params)
+    except ValueError as err:
+        raise BadInputError(f"--set values: {err}") from None
+    trainer = Trainer(config)
+    console.print(f"training {spec.name} with {params or 'the fixed settings'}")
+    shown = spec_metrics(spec)
+    start = time.perf_counter()
+    while trainer.iteration < spec.budget.iterations:
+        trainer.train(min(spec.budget.eval_interval, spec.budget.iterations - trainer.iteration))
+        metrics = trainer.evaluate().metrics
+        values = "  ".join(f"{m}={_short(metrics.get(m))}" for m in shown)
+        elapsed = time.perf_counter() - start
+        console.print(f"iteration {trainer.iteration:>6}  {elapsed:7.1f}s  {values}", markup=False)
+        if not math.isfinite(metrics.get(spec.primary.metric, math.nan)):
+            console.print(f"objective {spec.primary.metric} is not finite; stopping", style="red")
+            return EXIT_FAILURE
+    return EXIT_OK
+
+
+def spec_metrics(spec: StudySpec) -> list[str]:
+    """Metrics worth printing for this study's target."""
+    import targets
+
+    facts = targets.info(spec.target.name)
+    shown = ["elbo", "log_z", "ess"]
+    shown += ["delta_log_z"] if facts.log_Z else []
+    shown += ["sinkhorn"] if facts.samples else []
+    shown += ["emc"] if facts.modes else []
+    return shown
+
+
+def _middle_of_space(spec: StudySpec) -> dict[str, Any]:
+    """A representative point: first choice, or the (geometric) middle of a range."""
+    params: dict[str, Any] = {}
+    for key, param in spec.search_space.items():
+        if isinstance(param, CategoricalParam):
+            params[key] = param.choices[0]
+            continue
+        middle = math.sqrt(param.low * param.high) if param.log else (param.low + param.high) / 2
+        params[key] = round(middle) if param.type == "int" else middle
+    return params
+
+
+# -- ui --------------------------------------------------------------------------------------
+def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    from storage.layout import StudyPaths
+
+    paths = StudyPaths(_root(args))
+    if not (paths.root / "mlflow.db").is_file():
+        raise BadInputError(f"no MLflow store under {paths.root}: run a study first (--root)")
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", paths.mlflow_uri,
+        "--default-artifact-root", paths.mlflow_artifacts.as_uri(),
+        "--host", args.host, "--port", str(args.port),
+    ]  # fmt: skip
+    console.print(f"MLflow UI for {paths.root} at http://{args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `gmp` command."""
     parser = argparse.ArgumentParser(
@@ -48,6 +242,41 @@ def build_parser() -> argparse.ArgumentParser:
         "tracked in MLflow.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def root_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", help=f"local records folder (default: {DEFAULT_ROOT}/)")
+
+    study = commands.add_parser("study", help="run and inspect studies")
+    study_commands = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    run = study_commands.add_parser("run", help="run (or resume) the study in FILE")
+    run.add_argument("file", metavar="FILE", help="study file (YAML)")
+    run.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    root_option(run)
+    run.set_defaults(handler=_cmd_study_run)
+    status = study_commands.add_parser("status", help="trials, states, progress, best trial")
+    status.add_argument("name", metavar="NAME", help="study name")
+    root_option(status)
+    status.add_argument("--optuna-url", help="Optuna storage URL (default: under --root)")
+    status.add_argument("--mlflow-uri", help="MLflow tracking URI (default: under --root)")
+    status.set_defaults(handler=_cmd_study_status)
+    listing = study_commands.add_parser("list", help="every study in the storage")
+    root_option(listing)
+    listing.add_argument("--optuna-url", help="Optuna storage URL (default: under --root)")
+    listing.set_defaults(handler=_cmd_study_list)
+
+    train = commands.add_parser("train", help="train one trial of FILE in-process (no Ray)")
+    train.add_argument("file", metavar="FILE", help="study file (YAML)")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="fix a search-space value"
+    )
+    train.set_defaults(handler=_cmd_train)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the local records")
+    root_option(ui)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)
+
     listing = commands.add_parser(
         "targets", help="list every target with its dimension and what is known about it"
     )
@@ -64,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, console)
     except BadInputError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}")
+        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
         return EXIT_BAD_INPUT
 
 

@@ -199,7 +199,16 @@ class StudySpec(_Strict):
             isinstance(p, CategoricalParam) for p in self.search_space.values()
         ):
             raise ValueError("the grid algorithm needs categorical parameters only")
+        if self.imr_possible and self.resources.imr_parallel_tasks < 1:
+            raise ValueError("resources.imr_parallel_tasks must be >= 1 when IMR is on")
         return self
+
+    @property
+    def imr_possible(self) -> bool:
+        """Whether any trial of this study can run IMR (and so needs task resources)."""
+        fixed = self.fixed.get("imr", {})
+        enabled = isinstance(fixed, dict) and bool(fixed.get("enabled"))
+        return enabled or "imr.enabled" in self.search_space
 
     @property
     def primary(self) -> Objective:

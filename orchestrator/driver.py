@@ -1,0 +1,193 @@
+"""Runs a study: local (or cluster) Ray, Tune with Optuna, MLflow tracking; resumes by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import ray
+import torch
+from ray import tune
+
+import targets
+from orchestrator import tuning
+from orchestrator.spec import StudySpec
+from storage.layout import StudyPaths
+from storage.optuna_storage import open_storage
+from storage.tracking import StudyTracker
+
+OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
+SPEC_ATTR = "gmp_spec"
+STUDY_DIRECTIONS = {"maximize": "maximize", "minimize": "minimize"}
+
+
+class StudyConflictError(ValueError):
+    """A study of the same name exists with a different definition."""
+
+
+@dataclass(frozen=True)
+class StudyLocations:
+    """Resolved storage of one study: Optuna URL, MLflow URI and artifact folder, Tune folder."""
+
+    optuna_url: str
+    mlflow_uri: str
+    mlflow_artifacts: str | None
+    experiment_dir: Path
+
+    @classmethod
+    def resolve(cls, spec: StudySpec, root: Path | None = None) -> StudyLocations:
+        """Spec URLs win, then environment variables, then files under the root."""
+        paths = StudyPaths(Path(root) if root is not None else spec.storage.root)
+        mlflow_uri = spec.storage.mlflow_uri or os.environ.get(MLFLOW_URI_ENV)
+        artifacts = None if mlflow_uri else paths.mlflow_artifacts / spec.name
+        return cls(
+            optuna_url=spec.storage.optuna_url
+            or os.environ.get(OPTUNA_URL_ENV)
+            or paths.optuna_url,
+            mlflow_uri=mlflow_uri or paths.mlflow_uri,
+            mlflow_artifacts=artifacts.as_uri() if artifacts else None,
+            experiment_dir=paths.experiment_dir(spec.name),
+        )
+
+
+def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the Optuna study (or check that an existing one has the same definition)."""
+    definition = _definition(spec)
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        directions=[STUDY_DIRECTIONS[goal.direction] for goal in spec.objective],
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, definition)
+    elif json.loads(stored) != json.loads(definition):
+        raise StudyConflictError(
+            f"a study named {spec.name!r} already exists with a different definition; "
+            "give this study a new name (or restore the original file to resume it)"
+        )
+    return study
+
+
+def _definition(spec: StudySpec) -> str:
+    """The spec without where it runs or is stored (those may change between runs)."""
+    return spec.model_dump_json(exclude={"storage", "address", "description"})
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to `address`, or start a local Ray on 127.0.0.1 with no dashboard.
+
+    Returns True if this call started Ray (the caller then shuts it down)."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            configure_logging=True,
+            logging_level="WARNING",
+        )
+    return True
+
+
+def run_study(
+    spec: StudySpec,
+    spec_text: str,
+    root: Path | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    verbose: int = 1,
+) -> tune.ResultGrid:
+    """Run (or resume) the study to its budget; returns Tune's results."""
+    where = StudyLocations.resolve(spec, root)
+    storage = open_storage(where.optuna_url)
+    register_study(spec, storage)
+    started = start_ray(address or spec.address, num_cpus)
+    try:
+        tuner = _tuner(spec, spec_text, where, storage, verbose)
+        return tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _tuner(
+    spec: StudySpec,
+    spec_text: str,
+    where: StudyLocations,
+    storage: optuna.storages.BaseStorage,
+    verbose: int,
+) -> tune.Tuner:
+    trainable = tuning.trainable(spec)
+    if tune.Tuner.can_restore(str(where.experiment_dir)):
+        return tune.Tuner.restore(
+            str(where.experiment_dir), trainable=trainable, resume_unfinished=True
+        )
+    single = len(spec.objective) == 1
+    tracker = StudyTracker(
+        study=spec.name,
+        tracking_uri=where.mlflow_uri,
+        artifact_location=where.mlflow_artifacts,
+        optuna_url=where.optuna_url,
+        spec_text=spec_text,
+        flat_config=lambda params: flat_trainer_config(spec, params),
+        log_density=_log_density(spec),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=tuning.searcher(spec, storage),
+            scheduler=tuning.scheduler(spec),
+            num_samples=spec.budget.trials,
+            metric=spec.primary.metric if single else None,
+            mode=tuning.TUNE_MODES[spec.primary.direction] if single else None,
+            time_budget_s=spec.budget.time_limit_s,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(where.experiment_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.failures.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True
+            ),
+            callbacks=[tracker],
+            verbose=verbose,
+        ),
+    )
+
+
+def flat_trainer_config(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of a trial as dotted keys (for MLflow params)."""
+    config = spec.trainer_config({k: params[k] for k in spec.search_space if k in params})
+    return _flatten(config.model_dump(mode="json"))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _log_density(spec: StudySpec) -> Any:
+    """The target's log density for 2-d plots (None for other dimensions)."""
+    target = targets.make(spec.target.name, **spec.target.kwargs)
+    if target.dim != 2:
+        return None
+
+    def log_density(points: np.ndarray) -> np.ndarray:
+        return target.log_prob(torch.from_numpy(points)).numpy()
+
+    return log_density

@@ -1,0 +1,102 @@
+"""What a study has done so far, read from its Optuna storage and MLflow runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from storage.optuna_storage import load_study, open_storage
+from storage.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+
+SHOWN_METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc", "active_k")
+
+
+@dataclass
+class TrialRow:
+    """One trial of a study: identity, state, parameters, progress and last metrics."""
+
+    number: int
+    tune_id: str
+    state: str
+    params: dict[str, Any]
+    values: list[float] | None
+    evaluations: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    tracked_state: str | None = None
+
+
+@dataclass
+class StudyStatus:
+    """A study's trials, its budget and its best trial (per the primary objective)."""
+
+    name: str
+    directions: list[str]
+    budget_trials: int
+    budget_evaluations: int
+    objective: list[str]
+    rows: list[TrialRow]
+
+    @property
+    def best(self) -> TrialRow | None:
+        """The complete trial with the best primary objective value."""
+        done = [r for r in self.rows if r.state == "COMPLETE" and r.values]
+        if not done:
+            return None
+        sign = 1 if self.directions[0] == "maximize" else -1
+        return max(done, key=lambda r: sign * r.values[0])
+
+
+def study_status(optuna_url: str, mlflow_uri: str | None, name: str) -> StudyStatus:
+    """Collect a study's status; `KeyError` with the known names if it does not exist."""
+    study = load_study(optuna_url, name)
+    spec = json.loads(study.user_attrs.get("gmp_spec", "{}"))
+    budget = spec.get("budget", {})
+    evaluations = -(-budget.get("iterations", 0) // max(1, budget.get("eval_interval", 1)))
+    rows = [
+        TrialRow(
+            number=t.number,
+            tune_id=t.user_attrs.get("tune_trial_id", "-"),
+            state=t.state.name,
+            params=t.params,
+            values=t.values,
+            evaluations=len(t.intermediate_values),
+        )
+        for t in study.get_trials(deepcopy=False)
+    ]
+    if mlflow_uri:
+        _attach_tracking(mlflow_uri, name, rows)
+    return StudyStatus(
+        name=name,
+        directions=[d.name.lower() for d in study.directions],
+        budget_trials=budget.get("trials", len(rows)),
+        budget_evaluations=evaluations,
+        objective=[g["metric"] for g in spec.get("objective", [])],
+        rows=rows,
+    )
+
+
+def _attach_tracking(mlflow_uri: str, name: str, rows: list[TrialRow]) -> None:
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'trial'",
+        max_results=5000,
+    )
+    by_id = {run.data.tags.get(TRIAL_TAG): run for run in runs}
+    for row in rows:
+        run = by_id.get(row.tune_id)
+        if run is not None:
+            row.metrics = {k: v for k, v in run.data.metrics.items() if k in SHOWN_METRICS}
+            row.tracked_state = run.data.tags.get(STATE_TAG)
+
+
+def list_studies(optuna_url: str) -> list[optuna.study.StudySummary]:
+    """Every study in an Optuna storage."""
+    return optuna.get_all_study_summaries(open_storage(optuna_url))

@@ -1,0 +1,86 @@
+"""A Tune class trainable wrapping a `Trainer`: one `step()` = one evaluation interval."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from orchestrator.spec import StudySpec
+from orchestrator.tasks import RayTaskExecutor
+from storage.checkpoints import read_state, write_state
+from storage.samples import write_samples
+from trainers import Trainer
+
+SAMPLES_FILE = "samples.parquet"
+EVAL_FILE = "evaluation.json"
+
+
+class TrialFailedError(RuntimeError):
+    """Training produced a non-finite objective or loss; the message says which and when."""
+
+
+class GMPTrainable(tune.Trainable):
+    """Trains one sampler configuration; Tune's config holds the sampled search-space values."""
+
+    def setup(self, config: dict[str, Any], spec_json: str) -> None:
+        """Build the trainer from the study spec and this trial's sampled parameters."""
+        self.spec = StudySpec.model_validate_json(spec_json)
+        params = {key: config[key] for key in self.spec.search_space}
+        trainer_config = self.spec.trainer_config(params)
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        trainer_config = trainer_config.model_copy(update={"device": device})
+        torch.set_num_threads(max(1, int(self.spec.resources.cpus)))
+        self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
+        self.trainer = Trainer(trainer_config, executor=self.executor)
+        self.last_eval = None
+
+    def step(self) -> dict[str, Any]:
+        """Train one evaluation interval, evaluate, and report every metric."""
+        budget = self.spec.budget
+        n_iters = min(budget.eval_interval, budget.iterations - self.trainer.iteration)
+        start = time.perf_counter()
+        train_metrics = self.trainer.train(n_iters)
+        train_seconds = time.perf_counter() - start
+        evaluation = self.trainer.evaluate()
+        self.last_eval = evaluation
+        result: dict[str, Any] = {f"train_{k}": v for k, v in train_metrics.items()}
+        result.update(evaluation.metrics)
+        result["iteration"] = self.trainer.iteration
+        result["iterations_per_s"] = n_iters / max(train_seconds, 1e-9)
+        result["active_k"] = self.trainer.prior.n_active
+        result["imr_tasks"] = len(self.executor.tasks)
+        result["done"] = self.trainer.iteration >= budget.iterations
+        for goal in self.spec.objective:
+            value = result.get(goal.metric)
+            if value is None or not math.isfinite(value):
+                raise TrialFailedError(
+                    f"objective {goal.metric} is {value} at iteration {self.trainer.iteration}"
+                )
+        return result
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Trainer state (safetensors + JSON) and the latest evaluation's samples (Parquet)."""
+        tensors, meta = self.trainer.state()
+        meta["imr_tasks"] = self.executor.tasks
+        write_state(checkpoint_dir, tensors, meta)
+        if self.last_eval is not None:
+            write_samples(
+                Path(checkpoint_dir) / SAMPLES_FILE,
+                self.last_eval.samples.cpu().numpy(),
+                self.last_eval.log_weights.cpu().numpy(),
+                self.last_eval.components.cpu().numpy(),
+            )
+            (Path(checkpoint_dir) / EVAL_FILE).write_text(json.dumps(self.last_eval.metrics))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        """Resume exactly where the checkpoint was taken."""
+        tensors, meta = read_state(checkpoint_dir)
+        self.executor.tasks = list(meta.pop("imr_tasks", []))
+        self.trainer = Trainer.from_state(tensors, meta, executor=self.executor)

@@ -1,0 +1,123 @@
+"""The one place where a study spec becomes Ray Tune objects (searcher, scheduler, resources)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from ray import tune
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.spec import CategoricalParam, FloatParam, StudySpec
+from orchestrator.trainable import GMPTrainable
+
+TUNE_MODES = {"maximize": "max", "minimize": "min"}
+
+
+class TaggedOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch that also stores the Tune trial id on each Optuna trial."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Ask Optuna for a configuration and tag the Optuna trial with `trial_id`."""
+        params = super().suggest(trial_id)
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and "tune_trial_id" not in trial.user_attrs:
+            trial.set_user_attr("tune_trial_id", trial_id)
+        return params
+
+
+def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
+    """The search space as Optuna distributions (names are trainer setting paths)."""
+    space: dict[str, BaseDistribution] = {}
+    for name, param in spec.search_space.items():
+        if isinstance(param, CategoricalParam):
+            space[name] = CategoricalDistribution(param.choices)
+        elif isinstance(param, FloatParam):
+            space[name] = FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+        else:
+            space[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step)
+    return space
+
+
+def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by the spec's search algorithm."""
+    seed = spec.search.seed
+    algorithm = spec.search.algorithm
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if algorithm == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    grid = {k: list(p.choices) for k, p in spec.search_space.items()}  # validated categorical
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> ConcurrencyLimiter:
+    """Optuna (with the study's persistent storage) as Tune's search algorithm."""
+    metrics = [goal.metric for goal in spec.objective]
+    modes = [TUNE_MODES[goal.direction] for goal in spec.objective]
+    search = TaggedOptunaSearch(
+        space=distributions(spec),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=optuna_sampler(spec),
+        study_name=spec.name,
+        storage=storage,
+    )
+    return ConcurrencyLimiter(search, max_concurrent=spec.concurrency)
+
+
+def scheduler(spec: StudySpec) -> TrialScheduler:
+    """Tune's early-stopping scheduler; time is counted in evaluations."""
+    kind = spec.scheduler.type
+    if kind == "none":
+        return FIFOScheduler()
+    common: dict[str, Any] = {"time_attr": "training_iteration"}
+    max_t = spec.budget.evaluations
+    if kind == "asha":
+        return ASHAScheduler(
+            max_t=max_t,
+            grace_period=min(spec.scheduler.grace_period, max_t),
+            reduction_factor=spec.scheduler.reduction_factor,
+            **common,
+        )
+    if kind == "hyperband":
+        return HyperBandScheduler(
+            max_t=max_t, reduction_factor=spec.scheduler.reduction_factor, **common
+        )
+    return MedianStoppingRule(
+        grace_period=spec.scheduler.grace_period, min_samples_required=2, **common
+    )
+
+
+def trial_resources(spec: StudySpec) -> tune.PlacementGroupFactory:
+    """A bundle for the trainable, plus bundles for its IMR tasks when IMR can run."""
+    first: dict[str, float] = {"CPU": spec.resources.cpus}
+    if spec.resources.gpus:
+        first["GPU"] = spec.resources.gpus
+    bundles = [first]
+    if spec.imr_possible:
+        task = {"CPU": spec.resources.imr_task_cpus}
+        bundles += [task] * spec.resources.imr_parallel_tasks
+    return tune.PlacementGroupFactory(bundles, strategy="PACK")
+
+
+def trainable(spec: StudySpec) -> Any:
+    """The trial trainable with the spec bound and the trial's resources attached."""
+    bound = tune.with_parameters(GMPTrainable, spec_json=spec.model_dump_json())
+    return tune.with_resources(bound, trial_resources(spec))

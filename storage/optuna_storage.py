@@ -1,0 +1,44 @@
+"""Optuna storage from a URL: SQLite or a journal file locally, PostgreSQL on a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+
+def open_storage(url: str) -> BaseStorage:
+    """The Optuna storage at `url`: `sqlite:///...`, `postgresql+psycopg://...`, `journal:///path`."""
+    if url.startswith("journal://"):
+        path = Path(url.removeprefix("journal://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    """An existing study; `KeyError` naming it if the storage has none of that name."""
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise KeyError(
+            f"no study {name!r} in {redact(url)}; known: {', '.join(known) or 'none'}"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by '***' (for logs and messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

@@ -1,0 +1,232 @@
+"""MLflow tracking of a study as a Tune callback in the driver (the single writer).
+
+An experiment per study, a parent run per study, a nested run per trial keyed by the study name
+and Tune trial id (so a resumed study reuses its runs), metrics at every evaluation, and the
+artifacts of PAPER.md's workflow: checkpoint, samples (Parquet), plots; on the parent run the
+study file, Optuna's plots and the trials table.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+from storage.optuna_storage import load_study, redact
+from storage.plots import plot_curves, plot_samples
+from storage.samples import read_samples
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+STUDY_TAG, TRIAL_TAG, ROLE_TAG = "gmp.study", "gmp.trial_id", "gmp.role"
+OPTUNA_TAG, STATE_TAG, ERROR_TAG = "gmp.optuna_number", "gmp.state", "gmp.error"
+PARENT_TAG = "mlflow.parentRunId"
+CURVE_METRICS = (
+    "elbo",
+    "log_z",
+    "delta_log_z",
+    "ess",
+    "sinkhorn",
+    "emc",
+    "train_loss",
+    "active_k",
+    "train_time_horizon",
+)
+SKIPPED_RESULT_KEYS = {"done", "training_iteration", "iteration", "timestamp", "pid"}
+
+
+class StudyTracker(MLflowLoggerCallback):
+    """Records a study in MLflow; builds on Ray's MLflow logger (experiment set-up, run ends).
+
+    `spec_text` is the study file as written by the user; `flat_config(params)` turns a trial's
+    sampled parameters into every hyperparameter to log; `log_density` (optional) draws the
+    target under 2-d sample plots.
+    """
+
+    def __init__(
+        self,
+        *,
+        study: str,
+        tracking_uri: str,
+        artifact_location: str | None,
+        optuna_url: str,
+        spec_text: str,
+        flat_config: Callable[[dict[str, Any]], dict[str, Any]],
+        log_density: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(tracking_uri=tracking_uri, experiment_name=study)
+        self.study = study
+        self.artifact_location = artifact_location
+        self.optuna_url = optuna_url
+        self.spec_text = spec_text
+        self.flat_config = flat_config
+        self.log_density = log_density
+
+    # -- set-up ----------------------------------------------------------------------------
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        """Create (or find) the experiment and the study's parent run."""
+        client = MlflowClient(self.tracking_uri)
+        if client.get_experiment_by_name(self.study) is None:
+            client.create_experiment(self.study, artifact_location=self.artifact_location)
+        super().setup(*args, **kwargs)
+        self.client = client
+        self.experiment_id = client.get_experiment_by_name(self.study).experiment_id
+        self._logged_step: dict[str, int] = {}
+        self._trial_runs = {}
+        self.parent_run_id = self._find_or_create(
+            {ROLE_TAG: "study"}, run_name=self.study, tags={ROLE_TAG: "study"}
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            study_file = Path(tmp) / "study.yaml"
+            study_file.write_text(self.spec_text)
+            client.log_artifact(self.parent_run_id, str(study_file))
+        client.set_terminated(self.parent_run_id, status="RUNNING")
+
+    def _find_or_create(self, keys: dict[str, str], run_name: str, tags: dict[str, str]) -> str:
+        query = " and ".join(
+            f"tags.`{k}` = '{v}'" for k, v in {STUDY_TAG: self.study, **keys}.items()
+        )
+        found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={STUDY_TAG: self.study, **tags}
+        )
+        return run.info.run_id
+
+    # -- trials ----------------------------------------------------------------------------
+    def log_trial_start(self, trial: Trial) -> None:
+        """Find or create the trial's nested run; log every hyperparameter once."""
+        if trial in self._trial_runs:
+            self._set_state(trial, "RUNNING")
+            return
+        run_id = self._find_or_create(
+            {TRIAL_TAG: trial.trial_id},
+            run_name=f"{self.study}/{trial.trial_id}",
+            tags={TRIAL_TAG: trial.trial_id, PARENT_TAG: self.parent_run_id, ROLE_TAG: "trial"},
+        )
+        self._trial_runs[trial] = run_id
+        number = self._optuna_number(trial.trial_id)
+        tags = [RunTag(STATE_TAG, "RUNNING")]
+        if number is not None:
+            tags.append(RunTag(OPTUNA_TAG, str(number)))
+        existing = self.client.get_run(run_id).data.params
+        params = {
+            k: v for k, v in self.flat_config(dict(trial.config)).items() if k not in existing
+        }
+        self.client.log_batch(
+            run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=tags
+        )
+        history = self.client.get_metric_history(run_id, "elbo")
+        self._logged_step[run_id] = max((m.step for m in history), default=-1)
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
+        """Every numeric metric of one evaluation, at step = training iteration, exactly once."""
+        run_id = self._trial_runs[trial]
+        step = int(result.get("iteration", result.get("training_iteration", 0)))
+        if step <= self._logged_step.get(run_id, -1):
+            return
+        timestamp = int(result.get("timestamp", 0) * 1000)
+        metrics = [
+            Metric(key, float(value), timestamp, step)
+            for key, value in result.items()
+            if key not in SKIPPED_RESULT_KEYS
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ]
+        for start in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 500])
+        self._logged_step[run_id] = step
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        """Artifacts of the last checkpoint, plots, final state and error reason."""
+        run_id = self._trial_runs.get(trial)
+        if run_id is None:
+            return
+        if failed:
+            error = trial.get_error()
+            reason = str(error).strip().splitlines()[-1] if error else "unknown error"
+            self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
+        self._log_trial_artifacts(trial, run_id)
+        self._set_state(trial, "ERROR" if failed else "TERMINATED")
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def _set_state(self, trial: Trial, state: str) -> None:
+        self.client.set_tag(self._trial_runs[trial], STATE_TAG, state)
+
+    def _log_trial_artifacts(self, trial: Trial, run_id: str) -> None:
+        checkpoint = trial.checkpoint
+        with tempfile.TemporaryDirectory() as tmp:
+            plots = Path(tmp) / "plots"
+            history = {
+                key: [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+                for key in CURVE_METRICS
+            }
+            if any(history.values()):
+                plot_curves(plots / "training_curves.png", history, title=trial.trial_id)
+            if checkpoint is not None:
+                with checkpoint.as_directory() as directory:
+                    self.client.log_artifacts(run_id, directory, artifact_path="checkpoint")
+                    samples_file = Path(directory) / "samples.parquet"
+                    if samples_file.is_file():
+                        self.client.log_artifact(run_id, str(samples_file), "samples")
+                        samples, _, components = read_samples(samples_file)
+                        plot_samples(
+                            plots / "samples.png",
+                            samples,
+                            components,
+                            self.log_density,
+                            title=f"{self.study} {trial.trial_id}",
+                        )
+            if plots.is_dir():
+                self.client.log_artifacts(run_id, str(plots), artifact_path="plots")
+
+    # -- study -----------------------------------------------------------------------------
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """Optuna's optimisation history and importances, and the trials table, on the parent."""
+        super().on_experiment_end(trials, **info)
+        study = load_study(self.optuna_url, self.study)
+        with tempfile.TemporaryDirectory() as tmp:
+            table = study.trials_dataframe(multi_index=False)
+            table.to_parquet(Path(tmp) / "trials.parquet", index=False)
+            _optuna_plots(study, Path(tmp))
+            self.client.log_artifacts(self.parent_run_id, tmp, artifact_path="study")
+        finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        self.client.set_tag(self.parent_run_id, "gmp.optuna_storage", redact(self.optuna_url))
+        self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
+
+    def _optuna_number(self, trial_id: str) -> int | None:
+        study = load_study(self.optuna_url, self.study)
+        for frozen in study.get_trials(deepcopy=False):
+            if frozen.user_attrs.get("tune_trial_id") == trial_id:
+                return frozen.number
+        return None
+
+
+def _optuna_plots(study: Any, folder: Path) -> None:
+    """Optimisation history and parameter importances as PNG (skipped when undefined)."""
+    import optuna.visualization.matplotlib as ovm
+
+    for name, draw in (
+        ("optimization_history", ovm.plot_optimization_history),
+        ("param_importances", ovm.plot_param_importances),
+    ):
+        try:
+            axes = (
+                draw(study)
+                if len(study.directions) == 1
+                else draw(study, target=lambda t: t.values[0])
+            )
+        except (ValueError, RuntimeError):
+            continue
+        figure = np.ravel(axes)[0].figure
+        figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
