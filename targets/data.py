@@ -22,14 +22,20 @@ class DataError(FileNotFoundError):
 class DataFile:
     """Where the public original of a data file lives and how to check and convert it.
 
-    `sha256` is the checksum of the downloaded original; `convert` turns the original's bytes
-    into the file's own format (None: the file is the original, byte for byte).
+    `sha256` is the checksum of the downloaded original, or None where it is not known: then
+    `convert` must check what it parses (shapes, labels) and raise ValueError on anything else.
+    `convert` turns the original's bytes into the file's own format (None: the file is the
+    original, byte for byte).
     """
 
     name: str
     url: str
-    sha256: str
+    sha256: str | None
     convert: Callable[[bytes], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is None and self.convert is None:
+            raise ValueError(f"data file {self.name!r} needs a sha256 or a checking convert")
 
 
 _FILES: dict[str, DataFile] = {}
@@ -56,12 +62,13 @@ def data_path(name: str) -> Path:
         path = Path(local) / name
         if path.is_file():
             return path
-        raise DataError(
-            f"data file {name!r} not found in {DATA_DIR_ENV}={local}. Either copy {name} into "
-            f"that folder, or unset {DATA_DIR_ENV} to fetch the public original"
-            + (f" from {_FILES[name].url}" if name in _FILES else "")
-            + " into the cache."
+        remedy = (
+            f"Either copy {name} into that folder, or unset {DATA_DIR_ENV} to fetch the public "
+            f"original from {_FILES[name].url} into the cache."
+            if name in _FILES
+            else f"Copy {name} into that folder (it has no public source to fetch)."
         )
+        raise DataError(f"data file {name!r} not found in {DATA_DIR_ENV}={local}. {remedy}")
     path = cache_dir() / name
     if path.is_file():
         return path
@@ -86,13 +93,20 @@ def _fetch(spec: DataFile, path: Path) -> None:
             f"retry (it is cached in {path.parent} after the first download)."
         ) from err
     digest = hashlib.sha256(raw).hexdigest()
-    if digest != spec.sha256:
+    if spec.sha256 is not None and digest != spec.sha256:
         raise DataError(
             f"data file {spec.name!r} fetched from {spec.url} has checksum {digest}, expected "
             f"{spec.sha256}; refusing to use it. Set {DATA_DIR_ENV} to a folder holding a "
             f"verified copy of {spec.name}."
         )
-    content = spec.convert(raw) if spec.convert else raw
+    try:
+        content = spec.convert(raw) if spec.convert else raw
+    except ValueError as err:
+        raise DataError(
+            f"data file {spec.name!r} fetched from {spec.url} is not the expected original "
+            f"({err}); refusing to use it. Set {DATA_DIR_ENV} to a folder holding a verified "
+            f"copy of {spec.name}."
+        ) from err
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
         tmp.write(content)
