@@ -1,0 +1,1 @@
+"""Image densities given by normalising flows: the NICE flow, its training, data and cache."""
