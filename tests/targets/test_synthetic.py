@@ -104,3 +104,22 @@ def test_mos_log_prob_matches_scipy_and_samples_have_t_spread():
     offsets = (samples - torch.from_numpy(means)[nearest]).abs()
     # Median of |T| for Student-t with 2 degrees of freedom is sqrt(2/3).
     assert offsets.median().item() == pytest.approx(math.sqrt(2 / 3), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("funnel", {"dim": 4}), ("gmm40", {"dim": 3}), ("mos", {"dim": 3})]
+)
+def test_dtypes_batching_and_gradients(name, kwargs):
+    target = targets.make(name, **kwargs)
+    x64 = torch.randn(
+        6, target.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    )
+    lp64 = target.log_prob(x64)
+    lp32 = target.log_prob(x64.float())
+    assert lp64.shape == (6,) and lp64.dtype == torch.float64 and lp32.dtype == torch.float32
+    torch.testing.assert_close(lp32.double(), lp64, rtol=1e-4, atol=1e-4)
+    singles = torch.cat([target.log_prob(x64[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(singles, lp64)
+    _, score = target.log_prob_and_score(x64)
+    assert torch.isfinite(score).all()
+    assert torch.autograd.gradcheck(target.log_prob, (x64[:3].clone().requires_grad_(True),))
