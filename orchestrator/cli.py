@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, console)
     except BadInputError as err:
-        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -108,6 +108,7 @@ def run_study(
     verbose: int = 1,
 ) -> tune.ResultGrid:
     """Run (or resume) the study to its budget; returns Tune's results."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     where = StudyLocations.resolve(spec, root)
     storage = open_storage(where.optuna_url)
     register_study(spec, storage)

@@ -94,6 +94,7 @@ def _attach_tracking(mlflow_uri: str, name: str, rows: list[TrialRow]) -> None:
         run = by_id.get(row.tune_id)
         if run is not None:
             row.metrics = {k: v for k, v in run.data.metrics.items() if k in SHOWN_METRICS}
+            row.evaluations = int(run.data.metrics.get("training_iteration", row.evaluations))
             row.tracked_state = run.data.tags.get(STATE_TAG)
 
 

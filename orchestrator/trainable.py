@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ class GMPTrainable(tune.Trainable):
 
     def setup(self, config: dict[str, Any], spec_json: str) -> None:
         """Build the trainer from the study spec and this trial's sampled parameters."""
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
         self.spec = StudySpec.model_validate_json(spec_json)
         params = {key: config[key] for key in self.spec.search_space}
         trainer_config = self.spec.trainer_config(params)
@@ -40,6 +42,7 @@ class GMPTrainable(tune.Trainable):
         self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
         self.trainer = Trainer(trainer_config, executor=self.executor)
         self.last_eval = None
+        self.restored_from = 0
 
     def step(self) -> dict[str, Any]:
         """Train one evaluation interval, evaluate, and report every metric."""
@@ -56,6 +59,7 @@ class GMPTrainable(tune.Trainable):
         result["iterations_per_s"] = n_iters / max(train_seconds, 1e-9)
         result["active_k"] = self.trainer.prior.n_active
         result["imr_tasks"] = len(self.executor.tasks)
+        result["restored_from_iteration"] = self.restored_from
         result["done"] = self.trainer.iteration >= budget.iterations
         for goal in self.spec.objective:
             value = result.get(goal.metric)
@@ -84,3 +88,4 @@ class GMPTrainable(tune.Trainable):
         tensors, meta = read_state(checkpoint_dir)
         self.executor.tasks = list(meta.pop("imr_tasks", []))
         self.trainer = Trainer.from_state(tensors, meta, executor=self.executor)
+        self.restored_from = self.trainer.iteration

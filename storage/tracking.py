@@ -40,7 +40,7 @@ CURVE_METRICS = (
     "active_k",
     "train_time_horizon",
 )
-SKIPPED_RESULT_KEYS = {"done", "training_iteration", "iteration", "timestamp", "pid"}
+SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
 
 
 class StudyTracker(MLflowLoggerCallback):
@@ -153,9 +153,7 @@ class StudyTracker(MLflowLoggerCallback):
         if run_id is None:
             return
         if failed:
-            error = trial.get_error()
-            reason = str(error).strip().splitlines()[-1] if error else "unknown error"
-            self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
+            self.client.set_tag(run_id, ERROR_TAG, failure_reason(trial)[:5000])
         self._log_trial_artifacts(trial, run_id)
         self._set_state(trial, "ERROR" if failed else "TERMINATED")
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
@@ -210,6 +208,15 @@ class StudyTracker(MLflowLoggerCallback):
             if frozen.user_attrs.get("tune_trial_id") == trial_id:
                 return frozen.number
         return None
+
+
+def failure_reason(trial: Trial) -> str:
+    """The exception line of a failed trial's error trace (e.g. 'TrialFailedError: ...')."""
+    local = Path(trial.error_file) if trial.error_file else None
+    text = local.read_text() if local is not None and local.is_file() else trial.get_error()
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    exception_lines = [line for line in lines if "Error: " in line or "Exception: " in line]
+    return (exception_lines or lines or ["unknown error"])[-1]
 
 
 def _optuna_plots(study: Any, folder: Path) -> None:

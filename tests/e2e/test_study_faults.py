@@ -1,0 +1,163 @@
+"""Studies under trouble: failing trials, early stopping, an interrupted driver, bad files."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.driver import StudyLocations, run_study
+from orchestrator.spec import load_spec
+from storage.optuna_storage import load_study
+from storage.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
+from tests.e2e.conftest import SMALL_STUDY, study_file
+
+pytestmark = pytest.mark.slow
+GMP = [sys.executable, "-m", "orchestrator.cli"]
+FIXED_WITHOUT_DT = {**SMALL_STUDY["fixed"], "time": {"n_steps": 8}}
+
+
+def _runs(where: StudyLocations, name: str) -> list:
+    client = MlflowClient(where.mlflow_uri)
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_others_complete(tmp_path, runs_root):
+    file = study_file(
+        tmp_path,
+        name="e2e-fail",
+        fixed=FIXED_WITHOUT_DT,
+        search_space={"time.init_dt": {"type": "categorical", "choices": [0.3, 1.0e30]}},
+        search={"algorithm": "grid"},
+        budget={"trials": 2, "iterations": 20, "eval_interval": 10},
+        failures={"max_failures": 0},
+    )
+    spec = load_spec(file)
+    results = run_study(spec, file.read_text(), root=runs_root, num_cpus=2, verbose=0)
+    assert sorted(r.error is None for r in results) == [False, True]
+    where = StudyLocations.resolve(spec, runs_root)
+    states = {
+        t.params["time.init_dt"]: t.state.name
+        for t in load_study(where.optuna_url, "e2e-fail").trials
+    }
+    assert states == {0.3: "COMPLETE", 1.0e30: "FAIL"}
+    runs = {r.data.params["time.init_dt"]: r for r in _runs(where, "e2e-fail")}
+    assert runs["1e+30"].info.status == "FAILED" and runs["1e+30"].data.tags[STATE_TAG] == "ERROR"
+    assert "objective elbo is" in runs["1e+30"].data.tags[ERROR_TAG]
+    assert runs["0.3"].info.status == "FINISHED"
+
+
+def test_scheduler_stops_trials_in_a_bad_region_early(tmp_path, runs_root):
+    file = study_file(
+        tmp_path,
+        name="e2e-asha",
+        fixed=FIXED_WITHOUT_DT,
+        search_space={
+            "time.init_dt": {"type": "categorical", "choices": [0.3, 1.0e-4]},
+            "optim.lr_network": {"type": "categorical", "choices": [3e-3, 1e-3]},
+        },
+        search={"algorithm": "grid"},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        budget={"trials": 4, "iterations": 40, "eval_interval": 10},
+        concurrency=1,
+    )
+    spec = load_spec(file)
+    run_study(spec, file.read_text(), root=runs_root, num_cpus=2, verbose=0)
+    where = StudyLocations.resolve(spec, runs_root)
+    runs = _runs(where, "e2e-asha")
+    evaluations = {r.data.params["time.init_dt"]: [] for r in runs}
+    for run in runs:
+        evaluations[run.data.params["time.init_dt"]].append(run.data.metrics["training_iteration"])
+    # Trials from the bad region (tiny time steps) are stopped; the good ones run to the end.
+    assert min(evaluations["0.0001"]) < 4, evaluations
+    assert evaluations["0.3"] and max(evaluations["0.3"]) == 4, evaluations
+
+
+def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs_root):
+    file = study_file(
+        tmp_path,
+        name="e2e-resume",
+        budget={"trials": 4, "iterations": 80, "eval_interval": 10},
+    )
+    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    experiment = runs_root / "tune" / "e2e-resume"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(experiment.glob("*/checkpoint_000002")):
+        time.sleep(0.5)
+    assert list(experiment.glob("*/checkpoint_000002")), "no trial checkpointed in time"
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=120)[0].decode()
+    where = StudyLocations.resolve(load_spec(file), runs_root)
+    unfinished = [
+        t for t in load_study(where.optuna_url, "e2e-resume").trials if not t.state.is_finished()
+    ]
+    assert unfinished, output[-3000:]
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    trials = load_study(where.optuna_url, "e2e-resume").trials
+    assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
+    runs = _runs(where, "e2e-resume")
+    assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(
+        t.user_attrs["tune_trial_id"] for t in trials
+    )
+    client = MlflowClient(where.mlflow_uri)
+    resumed = 0
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "elbo")]
+        assert steps == list(range(10, 81, 10)), steps
+        restored = [
+            m.value for m in client.get_metric_history(run.info.run_id, "restored_from_iteration")
+        ]
+        resumed += max(restored) > 0
+    assert resumed >= 1
+
+
+BAD_FILES = {
+    "unknown key": {"trails": 3},
+    "K below one": {"fixed": {**SMALL_STUDY["fixed"], "prior": {"k_max": 0}}},
+    "negative learning rate": {
+        "search_space": {"optim.lr_network": {"type": "float", "low": -1.0, "high": 1.0}}
+    },
+    "empty range": {"search_space": {"time.n_steps": {"type": "int", "low": 9, "high": 9}}},
+    "unknown target": {"target": {"name": "nope"}},
+    "bad target argument": {"target": {"name": "gmm40", "kwargs": {"dims": 2}}},
+    "metric the target lacks": {
+        "target": {"name": "funnel"},
+        "objective": {"metric": "emc", "direction": "maximize"},
+    },
+    "unknown metric": {"objective": {"metric": "accuracy", "direction": "maximize"}},
+    "wrong type": {"budget": {"trials": "many", "iterations": 10, "eval_interval": 5}},
+    "path traversal": {"name": "../../etc"},
+    "no setting": {"search_space": {"optim.momentum": {"type": "float", "low": 0.1, "high": 0.2}}},
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_study_file_exits_2_naming_the_field_and_writes_nothing(
+    tmp_path, runs_root, kind, capsys
+):
+    file = study_file(tmp_path, **BAD_FILES[kind])
+    assert main(["study", "run", str(file), "--root", str(runs_root)]) == 2
+    assert f"{file}: invalid study file" in capsys.readouterr().err
+    assert list(runs_root.iterdir()) == []
+
+
+def test_bad_study_file_exit_code_of_the_command(tmp_path, runs_root):
+    file = study_file(tmp_path, budget={"trials": 0, "iterations": 10, "eval_interval": 5})
+    result = subprocess.run(
+        [*GMP, "study", "run", str(file), "--root", str(runs_root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "budget.trials: Input should be greater than or equal to 1" in result.stderr
+    assert list(runs_root.iterdir()) == []
