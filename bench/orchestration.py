@@ -114,7 +114,7 @@ def imr_speedup(quick: bool) -> None:
     mala = MalaConfig(n_chains=256 if quick else 512, n_steps=200 if quick else 400, step_size=0.05)
     config = IMRConfig(enabled=True, interval=1, mala=mala)
     ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR"
+        num_cpus=2, include_dashboard=False, logging_level="ERROR"
     )
     executor = RayTaskExecutor(num_cpus=1)
     propose_component(prior, target, config, executor, seed=0)  # warm the workers

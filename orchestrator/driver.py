@@ -81,7 +81,7 @@ def _definition(spec: StudySpec) -> str:
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to `address`, or start a local Ray on 127.0.0.1 with no dashboard.
+    """Connect to `address`, or start a local Ray with no dashboard.
 
     Returns True if this call started Ray (the caller then shuts it down)."""
     if ray.is_initialized():
@@ -92,7 +92,6 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
-            _node_ip_address="127.0.0.1",
             configure_logging=True,
             logging_level="WARNING",
         )

@@ -61,6 +61,11 @@ class GMPTrainable(tune.Trainable):
         result["imr_tasks"] = len(self.executor.tasks)
         result["restored_from_iteration"] = self.restored_from
         result["done"] = self.trainer.iteration >= budget.iterations
+        if result.get("n_nonfinite", 0) > 0:
+            raise TrialFailedError(
+                f"{int(result['n_nonfinite'])} non-finite log weights at iteration "
+                f"{self.trainer.iteration}"
+            )
         for goal in self.spec.objective:
             value = result.get(goal.metric)
             if value is None or not math.isfinite(value):

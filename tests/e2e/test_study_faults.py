@@ -49,7 +49,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_others_complete(tmp_pat
     assert states == {0.3: "COMPLETE", 1.0e30: "FAIL"}
     runs = {r.data.params["time.init_dt"]: r for r in _runs(where, "e2e-fail")}
     assert runs["1e+30"].info.status == "FAILED" and runs["1e+30"].data.tags[STATE_TAG] == "ERROR"
-    assert "objective elbo is" in runs["1e+30"].data.tags[ERROR_TAG]
+    assert "TrialFailedError: " in runs["1e+30"].data.tags[ERROR_TAG]
     assert runs["0.3"].info.status == "FINISHED"
 
 

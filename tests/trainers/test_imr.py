@@ -1,0 +1,187 @@
+"""IMR: schedule, candidate proposal on a multi-modal target, work items through executors."""
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import torch
+
+import targets
+from targets.base import Target
+from trainers.config import IMRConfig, MalaConfig
+from trainers.imr import (
+    MalaWorkItem,
+    imr_due,
+    propose_component,
+    run_mala_item,
+)
+from trainers.prior import GaussianMixturePrior
+
+TARGET_KWARGS = {"dim": 2, "n_modes": 4}
+COVERED = 2  # the prior's tight component sits on this mode of the target
+
+
+@pytest.mark.parametrize(
+    ("iteration", "enabled", "n_active", "k_max", "due"),
+    [
+        (1000, True, 1, 5, True),
+        (3000, True, 4, 5, True),
+        (999, True, 1, 5, False),
+        (1001, True, 1, 5, False),
+        (1000, True, 5, 5, False),
+        (1000, False, 1, 5, False),
+    ],
+)
+def test_imr_due_every_interval_until_k_max(iteration, enabled, n_active, k_max, due):
+    cfg = IMRConfig(enabled=enabled, interval=1000)
+    assert imr_due(iteration, cfg, n_active, k_max) is due
+
+
+def _gmm():
+    return targets.make("gmm40", **TARGET_KWARGS)
+
+
+def _modes(target) -> torch.Tensor:
+    return target.buffer("means", torch.zeros((), dtype=torch.float64))
+
+
+def _prior(target, dtype=torch.float64, k_max: int = 4) -> GaussianMixturePrior:
+    """Component 0: N(mode COVERED, 1); component 1: N(0, 30^2 I), broad over all modes."""
+    prior = GaussianMixturePrior(k_max, 2, k_init=1, init_std=1.0)
+    with torch.no_grad():
+        prior.means[0] = _modes(target)[COVERED].float()
+    prior.activate(torch.zeros(2), 30.0)
+    return prior.to(dtype)
+
+
+class RecordingExecutor:
+    """Builtin map that remembers the items it was given."""
+
+    def __init__(self) -> None:
+        self.items: list[MalaWorkItem] = []
+
+    def __call__(self, fn, items):
+        self.items = list(items)
+        return map(fn, self.items)
+
+
+IMR = IMRConfig(enabled=True, new_std="mean_active", mala=MalaConfig(n_chains=64, n_steps=200))
+
+
+def test_proposal_lands_on_an_uncovered_mode():
+    gmm = _gmm()
+    prior = _prior(gmm)
+    proposal = propose_component(prior, gmm, IMR, seed=0)
+    modes = _modes(gmm)
+    distances = (modes - proposal.mean).norm(dim=-1)
+    # log rho - log p_phi favours, among the uncovered modes, the one the broad component
+    # explains least: the farthest from its centre 0, mode 0 (|mean| = 41)
+    assert int(modes.norm(dim=-1).argmax()) == 0 != COVERED
+    assert int(distances.argmin()) == 0
+    assert distances[0] < 2.0
+    assert distances[COVERED] > 10.0
+    # high target density: within 3 nats of the mode peak log(1/4) - log(2 pi)
+    peak = -math.log(4) - math.log(2 * math.pi)
+    assert float(gmm.log_prob(proposal.mean[None])) > peak - 3
+    assert proposal.n_work_items == 2
+    torch.testing.assert_close(proposal.scale, prior.scales[:2].mean(0).detach())
+    record = json.loads(json.dumps(proposal.record))
+    assert record["winner_component"] in (0, 1)
+    assert [item["component"] for item in record["items"]] == [0, 1]
+    assert all(0.3 < item["acceptance"] < 0.9 for item in record["items"])
+    with torch.no_grad():
+        score = gmm.log_prob(proposal.mean[None]) - prior.log_prob(proposal.mean[None])
+    assert record["score"] == pytest.approx(float(score))
+
+
+def test_executor_gets_one_plain_data_item_per_active_component():
+    gmm = _gmm()
+    prior = _prior(gmm, dtype=torch.float32, k_max=5)
+    prior.activate(torch.tensor([5.0, 5.0]), 2.0)
+    executor = RecordingExecutor()
+    cfg = IMRConfig(new_std="init", mala=MalaConfig(n_chains=16, n_steps=20))
+    proposal = propose_component(prior, gmm, cfg, executor, seed=1, init_std=1.5)
+    assert proposal.n_work_items == 3
+    assert [item.component for item in executor.items] == [0, 1, 2]
+    assert torch.equal(proposal.scale, torch.full((2,), 1.5))
+    for item in executor.items:
+        assert item.target_name == "gmm40" and item.target_kwargs == TARGET_KWARGS
+        assert item.init_states.shape == (16, 2) and item.init_states.dtype == "float64"
+        assert item.dtype == "float32" and item.mala == cfg.mala.model_dump()
+        # chains start from draws of their own component
+        start_mean = torch.from_numpy(item.init_states).mean(0).float()
+        spread = prior.scales[item.component].detach()
+        assert ((start_mean - prior.means[item.component].detach()).abs() < spread).all()
+    assert len({item.seed for item in executor.items}) == 3
+
+
+def test_chains_start_from_the_samples_each_component_explains():
+    gmm = _gmm()
+    prior = _prior(gmm)
+    gen = torch.Generator().manual_seed(0)
+    # samples all near the covered mode: component 0 explains them, component 1 none
+    samples = _modes(gmm)[COVERED] + 0.5 * torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    executor = RecordingExecutor()
+    cfg = IMRConfig(mala=MalaConfig(n_chains=32, n_steps=10))
+    propose_component(prior, gmm, cfg, executor, seed=2, samples=samples, init_std=1.0)
+    rows = {tuple(row) for row in samples.tolist()}
+    assert all(tuple(row) in rows for row in executor.items[0].init_states.tolist())
+    assert not any(tuple(row) in rows for row in executor.items[1].init_states.tolist())
+
+
+def test_work_items_are_plain_data():
+    gmm = _gmm()
+    executor = RecordingExecutor()
+    cfg = IMRConfig(mala=MalaConfig(n_chains=8, n_steps=30))
+    propose_component(_prior(gmm), gmm, cfg, executor, seed=3, init_std=1.0)
+    item = executor.items[0]
+    rebuilt = MalaWorkItem(**dataclasses.asdict(item))
+    unpickled = pickle.loads(pickle.dumps(item))
+    reference = run_mala_item(item)
+    for copy in (rebuilt, unpickled):
+        again = run_mala_item(copy)
+        assert (again.states == reference.states).all()
+        assert again.acceptance == reference.acceptance
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_proposal_as_map():
+    gmm = _gmm()
+    prior = _prior(gmm)
+    cfg = IMRConfig(new_std="mean_active", mala=MalaConfig(n_chains=32, n_steps=100))
+    in_process = propose_component(prior, gmm, cfg, seed=4)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        pooled = propose_component(prior, gmm, cfg, pool.map, seed=4)
+    assert torch.equal(pooled.mean, in_process.mean)
+    assert pooled.record == in_process.record
+
+
+class _Unregistered(Target):
+    """A standard normal that `targets.make` does not know."""
+
+    name = "unregistered"
+    dim = 2
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * x.square().sum(-1)
+
+
+def test_unregistered_targets_run_in_process_only():
+    target = _Unregistered()
+    prior = GaussianMixturePrior(2, 2, init_std=1.0).double()
+    cfg = IMRConfig(mala=MalaConfig(n_chains=8, n_steps=20))
+    proposal = propose_component(prior, target, cfg, seed=5, init_std=1.0)
+    assert proposal.mean.shape == (2,) and torch.isfinite(proposal.mean).all()
+    with pytest.raises(ValueError, match=r"targets\.make"):
+        propose_component(prior, target, cfg, RecordingExecutor(), seed=5, init_std=1.0)
+
+
+def test_new_std_init_needs_the_init_std():
+    gmm = _gmm()
+    with pytest.raises(ValueError, match="init_std"):
+        propose_component(_prior(gmm), gmm, IMRConfig(new_std="init"), seed=6)

@@ -1,0 +1,245 @@
+"""Iterative Model Refinement (PAPER.md §3): when to add a mixture component, and where.
+
+Candidates come from batched MALA on the target, one work item per active component, run
+through an injected `executor(fn, items)` (builtin `map` in-process; Ray tasks in the
+orchestrator). Work items and their results are plain data (numbers, strings, numpy arrays) so
+that they pickle to other processes; a worker rebuilds the target from its registry name. Work
+items run on the CPU, in the prior's dtype, whatever the device of the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import targets
+from targets.base import Target
+from trainers.config import IMRConfig, MalaConfig
+from trainers.mala import run_mala
+
+Executor = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+"""`executor(fn, items)` -> the results `fn(item)`, in any order (builtin `map` qualifies)."""
+
+TARGET_CACHE_SIZE = 8
+"""Targets a worker process keeps built between work items."""
+
+
+class MixturePrior(Protocol):
+    """What IMR needs of the Gaussian-mixture prior (see `trainers.prior`)."""
+
+    means: Tensor
+    active: Tensor
+
+    @property
+    def scales(self) -> Tensor: ...
+
+    def component_log_prob(self, x: Tensor) -> Tensor: ...
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
+
+
+ScoreFn = Callable[[Tensor, Target, MixturePrior], Tensor]
+"""(candidates [n, d], target, prior) -> score [n]; the highest score becomes the new mean."""
+
+
+@dataclass(frozen=True)
+class MalaWorkItem:
+    """One component's MALA run, as plain data."""
+
+    component: int
+    target_name: str
+    target_kwargs: dict[str, Any]
+    init_states: np.ndarray
+    """chain starting points [n_chains, d], float64"""
+    mala: dict[str, Any]
+    """`MalaConfig` fields"""
+    seed: int
+    dtype: str
+    """torch dtype name the chains run in, e.g. "float32\""""
+
+
+@dataclass(frozen=True)
+class MalaCandidates:
+    """The final chain states of one work item and how its sampler behaved."""
+
+    component: int
+    states: np.ndarray
+    """[n_chains, d], float64"""
+    acceptance: float
+    step_size: float
+    """adapted step size (mean over chains)"""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Where to put the new component, and a JSON-able account of how it was chosen."""
+
+    mean: Tensor
+    scale: Tensor
+    n_work_items: int
+    record: dict[str, Any]
+
+
+def imr_due(iteration: int, cfg: IMRConfig, n_active: int, k_max: int) -> bool:
+    """Whether iteration `iteration` (counted from 1) adds a component: every `cfg.interval`."""
+    return cfg.enabled and n_active < k_max and iteration % cfg.interval == 0
+
+
+def target_over_prior(x: Tensor, target: Target, prior: MixturePrior) -> Tensor:
+    """log rho(x) - log p_phi(x): high where the target has mass the prior does not cover."""
+    return target.log_prob(x) - prior.log_prob(x)
+
+
+def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandidates:
+    """Run one work item's MALA chains on `target` (default: built from the item's name)."""
+    if target is None:
+        target = _cached_target(item.target_name, item.target_kwargs)
+    cfg = MalaConfig(**item.mala)
+    x0 = torch.as_tensor(item.init_states, dtype=getattr(torch, item.dtype))
+    result = run_mala(
+        target.log_prob_and_score,
+        x0,
+        n_steps=cfg.n_steps,
+        step_size=cfg.step_size,
+        target_accept=cfg.target_accept,
+        n_adapt=int(cfg.adapt_fraction * cfg.n_steps),
+        per_chain=cfg.per_chain,
+        generator=torch.Generator().manual_seed(item.seed),
+    )
+    return MalaCandidates(
+        component=item.component,
+        states=result.x.to(torch.float64).numpy(),
+        acceptance=result.acceptance,
+        step_size=float(result.step_size.mean()),
+    )
+
+
+def propose_component(
+    prior: MixturePrior,
+    target: Target,
+    cfg: IMRConfig,
+    executor: Executor = map,
+    seed: int = 0,
+    samples: Tensor | None = None,
+    *,
+    init_std: float | None = None,
+    score_fn: ScoreFn = target_over_prior,
+) -> Proposal:
+    """Mean and scale of a new component: the best-scoring MALA candidate over all components.
+
+    Chains of active component k start from draws of component k or, if `samples` [B, d] are
+    given, from those of them that component k explains best (drawn with replacement; a
+    component that explains none falls back to its own draws). The scale is `init_std`
+    (needed for cfg.new_std == "init", normally `PriorConfig.init_std`) or the mean scale of the
+    active components ("mean_active"). A target not built by `targets.make` can only be run by
+    the in-process default executor (`map`). Deterministic for `seed`.
+    """
+    scale = _new_scale(prior, cfg, init_std)
+    runner = _runner(target, executor)
+    components = prior.active.nonzero().flatten().tolist()
+    dtype = prior.means.dtype
+    generator = torch.Generator().manual_seed(seed)
+    made = target.make_args or {"name": target.name, "kwargs": {}}
+    items = [
+        MalaWorkItem(
+            component=k,
+            target_name=str(made["name"]),
+            target_kwargs=dict(made["kwargs"]),
+            init_states=_chain_starts(prior, k, cfg.mala.n_chains, samples, generator),
+            mala=cfg.mala.model_dump(),
+            seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
+            dtype=str(dtype).removeprefix("torch."),
+        )
+        for k in components
+    ]
+    results = sorted(executor(runner, items), key=lambda r: r.component)
+    states = np.concatenate([r.states for r in results])
+    candidates = torch.as_tensor(states, dtype=dtype, device=prior.means.device)
+    owners = torch.cat([torch.full((len(r.states),), r.component) for r in results])
+    with torch.no_grad():
+        scores = score_fn(candidates, target, prior).cpu()
+        scores = torch.where(torch.isnan(scores), -math.inf, scores)
+        best = int(scores.argmax())
+        winner = candidates[best : best + 1]
+        target_log_prob = float(target.log_prob(winner))
+        prior_log_prob = float(prior.log_prob(winner))
+    if not math.isfinite(float(scores[best])):
+        raise RuntimeError("IMR found no MALA candidate with a finite score")
+    record = {
+        "score": float(scores[best]),
+        "winner_component": int(owners[best]),
+        "target_log_prob": target_log_prob,
+        "prior_log_prob": prior_log_prob,
+        "items": [
+            {
+                "component": r.component,
+                "acceptance": r.acceptance,
+                "step_size": r.step_size,
+                "best_score": float(scores[owners == r.component].max()),
+            }
+            for r in results
+        ],
+    }
+    return Proposal(winner[0].clone(), scale, len(items), record)
+
+
+def _runner(target: Target, executor: Executor) -> Callable[[MalaWorkItem], MalaCandidates]:
+    """The function the executor maps over work items (in-process: on `target` itself)."""
+    if executor is map:
+        return lambda item: run_mala_item(item, target)
+    if target.make_args is not None:
+        return run_mala_item
+    raise ValueError(
+        f"target {target.name!r} was not built by targets.make, so a worker cannot rebuild it; "
+        "build it with targets.make(name, **kwargs) or use the in-process executor (map)"
+    )
+
+
+def _new_scale(prior: MixturePrior, cfg: IMRConfig, init_std: float | None) -> Tensor:
+    """Per-dimension scale [d] of the new component."""
+    scales = prior.scales.detach()
+    if cfg.new_std == "mean_active":
+        return scales[prior.active].mean(dim=0)
+    if init_std is None:
+        raise ValueError('IMR with new_std="init" needs init_std (the PriorConfig.init_std)')
+    return torch.full_like(scales[0], init_std)
+
+
+def _chain_starts(
+    prior: MixturePrior,
+    component: int,
+    n_chains: int,
+    samples: Tensor | None,
+    generator: torch.Generator,
+) -> np.ndarray:
+    """Starting points [n_chains, d] (float64) for the chains of `component`."""
+    if samples is not None:
+        owner = prior.component_log_prob(samples).argmax(dim=-1)
+        mine = samples[owner == component].detach()
+        if len(mine):
+            pick = torch.randint(len(mine), (n_chains,), generator=generator)
+            return mine[pick.to(mine.device)].to("cpu", torch.float64).numpy()
+    mean = prior.means[component].detach().to("cpu", torch.float64)
+    scale = prior.scales[component].detach().to("cpu", torch.float64)
+    eps = torch.randn(n_chains, len(mean), generator=generator, dtype=torch.float64)
+    return (mean + scale * eps).numpy()
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def _cached_target(name: str, kwargs: dict[str, Any]) -> Target:
+    """`targets.make(name, **kwargs)`, built once per process (up to TARGET_CACHE_SIZE kept)."""
+    key = json.dumps([name, kwargs], sort_keys=True, default=repr)
+    if key not in _TARGETS:
+        if len(_TARGETS) >= TARGET_CACHE_SIZE:
+            del _TARGETS[next(iter(_TARGETS))]
+        _TARGETS[key] = targets.make(name, **kwargs)
+    return _TARGETS[key]
