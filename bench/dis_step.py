@@ -5,8 +5,10 @@
     python bench/dis_step.py --targets funnel gmm40 --compile --threads 1
 
 Peak memory is the growth of the process's maximum resident set size (getrusage) over the
-timed iterations on the CPU, torch.cuda.max_memory_allocated on CUDA. The JAX column is the
-authors' implementation measured on this machine class (PAPER.md §7); ratio = ours / JAX.
+training iterations (warm-up included) on the CPU, torch.cuda.max_memory_allocated on CUDA.
+"cpu s" is the process's CPU time per iteration (threads added up): a check on contention from
+other work on the machine. The JAX column is the authors' implementation measured on this
+machine class (PAPER.md §7); ratio = ours / JAX.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ def run_one(spec: dict) -> dict:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(spec["iters"]):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.train(1)
         if cuda:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # ru_maxrss is in KiB on Linux
@@ -81,6 +84,7 @@ def run_one(spec: dict) -> dict:
         "dim": trainer.target.dim,
         "s_per_iter": statistics.median(seconds),
         "s_min": min(seconds),
+        "cpu_s_per_iter": statistics.median(cpu_seconds),
         "warmup_s": warmup_s,
         "peak_mb": peak_mb,
         "device_name": str(trainer.device),
@@ -113,6 +117,7 @@ def jax_anchor(row: dict) -> float | None:
 def print_table(rows: list[dict]) -> None:
     """One line per configuration."""
     header = f"{'target':8} {'d':>5} {'K':>3} {'batch':>5} {'N':>4} {'s/iter':>8} {'min':>8}"
+    header += f" {'cpu s':>8}"
     print(header + f" {'peak MB':>9} {'JAX s':>6} {'ratio':>6}  notes")
     for row in rows:
         if "error" in row:
@@ -126,6 +131,7 @@ def print_table(rows: list[dict]) -> None:
         print(
             f"{row['target']:8} {row['dim']:5d} {row['k']:3d} {row['batch']:5d} "
             f"{row['n_steps']:4d} {row['s_per_iter']:8.3f} {row['s_min']:8.3f} "
+            f"{row['cpu_s_per_iter']:8.3f} "
             f"{row['peak_mb']:9.0f} {anchor or '-':>6} {ratio}  {', '.join(notes)}"
         )
 

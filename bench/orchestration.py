@@ -113,9 +113,7 @@ def imr_speedup(quick: bool) -> None:
     prior = GaussianMixturePrior(k_max=5, dim=10, k_init=4, init_std=1.0, init_mean_std=3.0)
     mala = MalaConfig(n_chains=256 if quick else 512, n_steps=200 if quick else 400, step_size=0.05)
     config = IMRConfig(enabled=True, interval=1, mala=mala)
-    ray.init(
-        num_cpus=2, include_dashboard=False, logging_level="ERROR"
-    )
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     executor = RayTaskExecutor(num_cpus=1)
     propose_component(prior, target, config, executor, seed=0)  # warm the workers
     start = time.perf_counter()

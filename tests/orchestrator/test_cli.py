@@ -30,4 +30,3 @@ def test_unknown_command_and_help_exit_codes():
     for args in ([], ["study"], ["study", "run"], ["train"], ["ui"]):
         result = subprocess.run([*GMP, *args, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: gmp" in result.stdout
-

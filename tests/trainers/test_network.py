@@ -1,0 +1,73 @@
+"""The PIS-grad control network: initialisation, time features, concatenation and clipping."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trainers.config import NetworkConfig
+from trainers.network import ControlNetwork
+
+
+def make(dim: int = 3, **config: object) -> ControlNetwork:
+    cfg = NetworkConfig(hidden=16, n_time_features=8, **config)
+    return ControlNetwork(dim, cfg, torch.Generator().manual_seed(0)).double()
+
+
+def inputs(dim: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, dim, generator=gen, dtype=torch.float64)
+    return x, 300 * torch.randn(20, dim, generator=gen, dtype=torch.float64)
+
+
+def test_initial_output_is_the_clipped_target_score() -> None:
+    net = make()
+    x, score = inputs()
+    u = net(x, torch.tensor(0.3, dtype=torch.float64), score)
+    torch.testing.assert_close(u, score.clamp(-100, 100), atol=1e-4, rtol=0)
+
+
+def test_fourier_features() -> None:
+    net = make()
+    with torch.no_grad():
+        net.time_features.phase.fill_(0.2)
+    t = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    freq = torch.linspace(0.1, 100, 8).double()  # a float32 buffer, as built
+    angle = t[:, None] * freq + 0.2
+    expected = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+    torch.testing.assert_close(net.time_features(t), expected)
+
+
+def test_state_net_sees_the_concatenation_of_state_and_time_embedding() -> None:
+    net = make(n_layers=3)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    x, score = inputs()
+    t = torch.tensor(0.7, dtype=torch.float64)
+    features = net.time_features(t.reshape(1))
+    embedding = net.time_embedding(features).expand(len(x), -1)
+    hidden = net.state_input(torch.cat([x, embedding], dim=-1))
+    linears = [m for m in net.state_net if isinstance(m, nn.Linear)]
+    assert len(linears) == 3
+    for layer in linears:
+        hidden = layer(torch.nn.functional.gelu(hidden))
+    expected = hidden + net.score_net(features) * score.clamp(-100, 100)
+    torch.testing.assert_close(net(x, t, score), expected.clamp(-1e4, 1e4))
+    terms = net.time_terms(torch.tensor([0.1, 0.7], dtype=torch.float64))
+    stepwise = net.control(x, terms.state_bias[1], terms.score_scale[1], score)
+    torch.testing.assert_close(stepwise, net(x, t, score))
+
+
+def test_outer_clip_and_network_without_score() -> None:
+    net = make(outer_clip=50.0, score_scale_init=10.0)
+    x, score = inputs()
+    u = net(x, torch.tensor(0.0, dtype=torch.float64), score).detach()
+    assert u.abs().max() <= 50 and math.isclose(float(u.abs().max()), 50)
+    plain = make(use_target_score=False)
+    assert plain.score_net is None
+    t = torch.tensor(0.5, dtype=torch.float64)
+    torch.testing.assert_close(plain(x, t), torch.zeros_like(x), atol=1e-5, rtol=0)

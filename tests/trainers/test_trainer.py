@@ -1,0 +1,145 @@
+"""Trainer: determinism, exact resume (in memory and through files), IMR, devices, dtypes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers import Trainer, TrainerConfig, load
+
+TINY = {
+    "target": {"name": "funnel", "kwargs": {"dim": 3}},
+    "batch_size": 32,
+    "eval_samples": 64,
+    "time": {"n_steps": 4},
+    "network": {"hidden": 8, "n_time_features": 4},
+}
+IMR = {
+    "prior": {"k_max": 3},
+    "imr": {"enabled": True, "interval": 2, "mala": {"n_chains": 4, "n_steps": 5}},
+}
+
+
+def tiny(**overrides: object) -> TrainerConfig:
+    """A trainer configuration small enough for many iterations per second."""
+    return TrainerConfig.model_validate({**TINY, **overrides})
+
+
+def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.sampler.state_dict().items()}
+
+
+def assert_same_parameters(a: Trainer, b: Trainer) -> None:
+    pa, pb = parameters(a), parameters(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        assert torch.equal(pa[key], pb[key]), key
+
+
+def test_same_seed_same_run_bitwise() -> None:
+    a, b = Trainer(tiny()), Trainer(tiny())
+    a.train(5)
+    b.train(5)
+    assert a.history == b.history
+    assert_same_parameters(a, b)
+    c = Trainer(tiny(seed=1))
+    c.train(5)
+    assert c.history["loss"] != a.history["loss"]
+
+
+NO_SCORE = {"network": {"hidden": 8, "n_time_features": 4, "use_target_score": False}}
+
+
+@pytest.mark.parametrize("overrides", [{}, IMR, NO_SCORE, {"loss": "logvar", "dtype": "float64"}])
+def test_resume_from_state_is_bitwise_identical(overrides: dict) -> None:
+    reference = Trainer(tiny(**overrides))
+    reference.train(3)
+    tensors, meta = reference.state()
+    reference.train(4)
+    resumed = Trainer.from_state(tensors, meta)
+    assert resumed.iteration == 3
+    resumed.train(4)
+    assert resumed.history == reference.history
+    assert resumed.imr_events == reference.imr_events
+    assert_same_parameters(resumed, reference)
+
+
+def test_resume_through_files_is_bitwise_identical(tmp_path: Path) -> None:
+    reference = Trainer(tiny(**IMR))
+    reference.train(3)
+    reference.save(tmp_path / "ckpt")
+    reference.train(3)
+    resumed = load(tmp_path / "ckpt")
+    resumed.train(3)
+    assert resumed.history == reference.history
+    assert_same_parameters(resumed, reference)
+    assert resumed.prior.n_active == reference.prior.n_active == 3
+
+
+def test_checkpointed_steps_train_identically() -> None:
+    plain, checkpointed = Trainer(tiny()), Trainer(tiny(checkpoint_steps=True))
+    plain.train(3)
+    checkpointed.train(3)
+    assert plain.history == checkpointed.history
+    assert_same_parameters(plain, checkpointed)
+
+
+def test_evaluation_leaves_the_training_stream_alone() -> None:
+    a, b = Trainer(tiny()), Trainer(tiny())
+    a.train(2)
+    first = a.evaluate()
+    again = a.evaluate()
+    a.train(2)
+    b.train(4)
+    assert a.history == b.history
+    assert torch.equal(first.samples, again.samples)
+    assert first.samples.shape == (64, 3) and first.log_weights.shape == (64,)
+    assert {"elbo", "log_z", "ess", "delta_log_z", "time_horizon"} <= first.metrics.keys()
+
+
+def test_imr_adds_components_and_resets_their_moments() -> None:
+    trainer = Trainer(tiny(**IMR))
+    assert trainer.prior.n_active == 1
+    trainer.train(2)
+    assert trainer.prior.n_active == 2
+    event = trainer.imr_events[0]
+    assert event["iteration"] == 2 and event["slot"] == 1 and event["n_work_items"] == 1
+    for param in (trainer.prior.means, trainer.prior.raw_scales):
+        state = trainer.optimizer.state[param]
+        assert (state["exp_avg"][1] == 0).all() and (state["exp_avg_sq"][1] == 0).all()
+    torch.testing.assert_close(trainer.prior.scales[1], torch.ones(3))
+    trainer.train(4)
+    assert trainer.prior.n_active == 3 and len(trainer.imr_events) == 2
+    result = trainer.evaluate()
+    assert set(result.components.tolist()) <= {0, 1, 2}
+
+
+def test_param_groups_and_gradient_cleaning() -> None:
+    config = tiny(optim={"lr_network": 1e-3, "lr_prior": 2e-2, "lr_time": 3e-2, "grad_clip": 0.5})
+    trainer = Trainer(config)
+    lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(trainer.prior.means)] == 2e-2
+    assert lr_of[id(trainer.sampler.schedule.raw_dt)] == 3e-2
+    assert lr_of[id(trainer.sampler.network.state_input.weight)] == 1e-3
+    for param in trainer.sampler.parameters():
+        param.grad = torch.full_like(param, 10.0)
+    trainer.prior.means.grad[0, 0] = torch.nan
+    norm = trainer._clean_and_clip_gradients()
+    assert norm > 0.5
+    grads = [p.grad for p in trainer.sampler.parameters()]
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert trainer.prior.means.grad[0, 0] == 0
+    total = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+    assert float(total) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_device_auto_and_float64() -> None:
+    trainer = Trainer(tiny(device="auto", dtype="float64"))
+    assert trainer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert all(p.dtype == torch.float64 for p in trainer.sampler.parameters())
+    metrics = trainer.train(3)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    x, log_w = trainer.sample(10)
+    assert x.dtype == log_w.dtype == torch.float64 and x.device.type == trainer.device.type

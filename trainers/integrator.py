@@ -1,0 +1,212 @@
+"""The Euler–Maruyama integrator shared by every diffusion sampler, with its log weights.
+
+State x_0 ~ p_phi, then x_{n+1} = x_n + eta_n (a_n(x_n) + u_n(x_n)) + sqrt(2 eta_n) eps_n, and
+
+    log w = log rho(x_N) - log p_phi(x_0) + sum_n [log B_n(x_n | x_{n+1}) - log F_n(x_{n+1} | x_n)]
+
+with B_n(x_n | x_{n+1}) = N(x_n; x_{n+1} + eta_n (a_{n+1} + v_{n+1})(x_{n+1}), 2 eta_n I)
+(PAPER.md §1). Forward and backward kernels share the covariance 2 eta_n I, so their
+normalising constants cancel and are never computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from targets.base import Target
+from trainers.metrics import elbo, log_z_estimate
+from trainers.prior import GaussianMixturePrior
+from trainers.time_schedule import TimeSchedule
+
+Loss = Literal["rkl", "logvar"]
+
+
+class Rollout(NamedTuple):
+    """A batch of simulated trajectories: final states, log weights, prior components of x_0."""
+
+    x: Tensor  # [B, d]
+    log_weights: Tensor  # [B]
+    components: Tensor  # [B], long
+
+
+class _LogProbWithScore(torch.autograd.Function):
+    """log rho(x) as a function of x, from its precomputed value and gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, log_prob: Tensor, score: Tensor) -> Tensor:
+        ctx.save_for_backward(score)
+        return log_prob.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (score,) = ctx.saved_tensors
+        return grad.unsqueeze(-1) * score, None, None
+
+
+def _scaled_sq_norm(residual: Tensor, quarter_inv_eta: Tensor) -> Tensor:
+    """sum_i residual_i^2 / (4 eta_i) per row, for a scalar or per-dimension eta."""
+    if quarter_inv_eta.dim() == 0:
+        return residual.square().sum(-1) * quarter_inv_eta
+    return residual.square() @ quarter_inv_eta
+
+
+class Sampler(nn.Module):
+    """A diffusion sampler: one shared integrator plus a per-sampler definition.
+
+    Subclasses fill in the definition table of PAPER.md §1 (`base_drift` a_n, `forward_control`
+    u and `backward_control` v, each given the per-step rows of `step_terms`) and set
+    `needs_target_score` when any of them reads the target score.
+    The target is evaluated once per point, outside any graph: `score` for the controls at
+    x_0..x_{N-1} (when needed) and the fused `log_prob_and_score` at x_N, whose score is the
+    gradient of log rho(x_N). Losses: "rkl" = -mean(log w) through the reparameterised
+    trajectory (the negative ELBO); "logvar" = Var(log w) with the trajectory detached.
+    `checkpoint_steps` recomputes each point in the backward pass instead of storing its
+    intermediates; `compile_step` compiles the per-point function (never the unrolled loop).
+    """
+
+    needs_target_score: bool = True
+
+    def __init__(
+        self,
+        prior: GaussianMixturePrior,
+        target: Target,
+        schedule: TimeSchedule,
+        *,
+        loss: Loss = "rkl",
+        checkpoint_steps: bool = False,
+        compile_step: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in ("rkl", "logvar"):
+            raise ValueError(f"unknown loss {loss!r}")
+        self.prior = prior
+        self.schedule = schedule
+        self.target = target
+        self.loss_kind = loss
+        self.checkpoint_steps = checkpoint_steps
+        step: Callable[..., tuple[Tensor | None, Tensor]] = self._point
+        self._step = torch.compile(step, dynamic=False) if compile_step else step
+
+    # The definition table: what distinguishes one sampler from another.
+    def step_terms(self) -> tuple[Tensor, ...]:
+        """Time-only tensors [N + 1, ...] computed once per rollout; row n goes to point n."""
+        return ()
+
+    def base_drift(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor:
+        """a_n(x) at the states `x` of point n."""
+        raise NotImplementedError
+
+    def forward_control(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor | None:
+        """u_n(x); None for none."""
+        return None
+
+    def backward_control(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor | None:
+        """v_n(x); None for none."""
+        return None
+
+    # The shared integrator.
+    def _point(
+        self,
+        x_prev: Tensor | None,
+        x: Tensor,
+        target_score: Tensor | None,
+        eps: Tensor | None,
+        into: tuple[Tensor, Tensor] | None,
+        out: tuple[Tensor, Tensor, Tensor] | None,
+        terms: tuple[Tensor, ...],
+        detach: bool,
+    ) -> tuple[Tensor | None, Tensor]:
+        """Everything at point n: log B_{n-1}(x_prev | x) - log F_n(x_next | x) and x_next.
+
+        `into` = (eta, 1 / (4 eta)) of step n - 1 (None at n = 0); `out` = (eta,
+        sqrt(2 eta), 1 / (4 eta)) of step n (None at n = N, where there is no next state).
+        """
+        drift = self.base_drift(x, target_score, terms)
+        log_backward = None
+        if into is not None:
+            eta, quarter_inv_eta = into
+            v = self.backward_control(x, target_score, terms)
+            mean_prev = x + eta * (drift if v is None else drift + v)
+            log_backward = -_scaled_sq_norm(x_prev - mean_prev, quarter_inv_eta)
+        if out is None:
+            return None, log_backward
+        eta, noise_scale, quarter_inv_eta = out
+        u = self.forward_control(x, target_score, terms)
+        mean_next = x + eta * (drift if u is None else drift + u)
+        x_next = mean_next + noise_scale * eps
+        if detach:
+            x_next = x_next.detach()
+            minus_log_forward = _scaled_sq_norm(x_next - mean_next, quarter_inv_eta)
+        else:  # the same value, with the residual known exactly: sqrt(2 eta) eps
+            minus_log_forward = 0.5 * eps.square().sum(-1)
+        if log_backward is None:
+            return x_next, minus_log_forward
+        return x_next, log_backward + minus_log_forward
+
+    def rollout(
+        self, n: int, generator: torch.Generator | None, *, detach: bool = False
+    ) -> Rollout:
+        """Simulate `n` trajectories; `detach` stops gradients through the states."""
+        x, components = self.prior.rsample_with_components(n, generator)
+        if detach:
+            x = x.detach()
+        log_weights = -self.prior.log_prob(x)
+        eta = self.schedule.eta()
+        etas, noise_scales = eta.unbind(0), torch.sqrt(2 * eta).unbind(0)
+        quarter_inv_etas = (0.25 / eta).unbind(0)
+        n_steps = len(etas)
+        terms = self.step_terms()
+        term_rows = list(zip(*(t.unbind(0) for t in terms), strict=True)) or [()] * (n_steps + 1)
+        x_prev = log_rho = score = None
+        for i in range(n_steps + 1):
+            last = i == n_steps
+            if last:  # log rho(x_N) enters log w; its gradient comes from the same call
+                log_rho, score = self.target.log_prob_and_score(x.detach())
+            elif self.needs_target_score:
+                score = self.target.score(x.detach())
+            eps = out = into = None
+            if not last:
+                eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                out = (etas[i], noise_scales[i], quarter_inv_etas[i])
+            if i:
+                into = (etas[i - 1], quarter_inv_etas[i - 1])
+            args = (x_prev, x, score, eps, into, out, term_rows[i], detach)
+            if self.checkpoint_steps and torch.is_grad_enabled():
+                x_next, delta = checkpoint(
+                    self._step, *args, use_reentrant=False, preserve_rng_state=False
+                )
+            else:
+                x_next, delta = self._step(*args)
+            log_weights = log_weights + delta
+            if not last:
+                x_prev, x = x, x_next
+        if not detach:
+            log_rho = _LogProbWithScore.apply(x, log_rho, score)
+        return Rollout(x.detach(), log_weights + log_rho, components)
+
+    def loss(
+        self, batch_size: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The training loss on a fresh batch and statistics of its log weights (floats)."""
+        rollout = self.rollout(batch_size, generator, detach=self.loss_kind == "logvar")
+        log_w = rollout.log_weights
+        loss = -log_w.mean() if self.loss_kind == "rkl" else log_w.var()
+        log_w = log_w.detach()
+        return loss, {"elbo": elbo(log_w), "log_z": log_z_estimate(log_w)}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """`n` samples x_N [n, d] and their log importance weights [n]."""
+        rollout = self.rollout(n, generator)
+        return rollout.x, rollout.log_weights

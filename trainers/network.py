@@ -1,0 +1,130 @@
+"""The PIS-grad control network u(x, t, grad log pi) of PAPER.md §1."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from trainers.config import NetworkConfig
+
+LAST_LAYER_WEIGHT = 1e-8  # constant initial weight of both output layers ("~0")
+FREQUENCY_RANGE = (0.1, 100.0)  # Fourier feature frequencies, linearly spaced
+
+
+class TimeTerms(NamedTuple):
+    """What the network needs of the time, evaluated for a whole grid of times [T, ...]."""
+
+    state_bias: Tensor  # first state layer's time part (+ bias) [T, hidden]
+    score_scale: Tensor | None  # per-dimension scale of the target score [T, d]; None if unused
+
+
+def _lecun_normal_(linear: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
+    """Flax's default Dense init: truncated-normal weights with variance 1 / fan_in, zero bias."""
+    std = math.sqrt(1.0 / linear.in_features) / 0.87962566103423978
+    nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+def _constant_(linear: nn.Linear, weight: float, bias: float) -> nn.Linear:
+    """An output layer started at a constant: all weights `weight`, all biases `bias`."""
+    nn.init.constant_(linear.weight, weight)
+    nn.init.constant_(linear.bias, bias)
+    return linear
+
+
+def _gelu_mlp(layers: list[nn.Linear], leading_gelu: bool = False) -> nn.Sequential:
+    """Linear layers with a GELU before each but the first.
+
+    `leading_gelu` puts one before the first layer too (for an MLP whose input layer lives
+    elsewhere).
+    """
+    modules: list[nn.Module] = []
+    for i, layer in enumerate(layers):
+        if i or leading_gelu:
+            modules.append(nn.GELU())
+        modules.append(layer)
+    return nn.Sequential(*modules)
+
+
+class FourierTimeFeatures(nn.Module):
+    """[sin(f t + phase), cos(f t + phase)] with fixed frequencies f and a learnable phase."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.register_buffer("frequencies", torch.linspace(*FREQUENCY_RANGE, n_features))
+        self.phase = nn.Parameter(torch.zeros(n_features))
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Features of times `t` [T] -> [T, 2 * n_features]."""
+        angle = t.unsqueeze(-1) * self.frequencies + self.phase
+        return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+class ControlNetwork(nn.Module):
+    """u(x, t, s) = clip(f(x, t) + g(t) * clip(s, inner), outer), s the target score.
+
+    f: an MLP of [x, h(t)] (h an MLP of the Fourier time features) with `n_layers` GELU layers
+    of width `hidden` and an output layer started at ~0; g: an MLP of the time features giving a
+    per-dimension scale, its output layer started at weight ~0 and bias `score_scale_init`.
+    All time-only parts are computed by `time_terms` for a grid of times at once; `control`
+    then does the per-state work of one step.
+    """
+
+    def __init__(
+        self, dim: int, config: NetworkConfig, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.inner_clip = config.inner_clip
+        self.outer_clip = config.outer_clip
+        hidden, n_feat = config.hidden, config.n_time_features
+
+        def dense(n_in: int, n_out: int) -> nn.Linear:
+            return _lecun_normal_(nn.Linear(n_in, n_out), generator)
+
+        self.time_features = FourierTimeFeatures(n_feat)
+        self.time_embedding = _gelu_mlp([dense(2 * n_feat, hidden), dense(hidden, hidden)])
+        state_layers = [dense(dim + hidden, hidden)]
+        state_layers += [dense(hidden, hidden) for _ in range(config.n_layers - 1)]
+        state_layers.append(_constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, 0.0))
+        self.state_input = state_layers[0]
+        self.state_net = _gelu_mlp(state_layers[1:], leading_gelu=True)
+        self.score_net: nn.Sequential | None = None
+        if config.use_target_score:
+            score_layers = [dense(2 * n_feat, hidden)]
+            score_layers += [dense(hidden, hidden) for _ in range(config.n_layers)]
+            score_layers.append(
+                _constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, config.score_scale_init)
+            )
+            self.score_net = _gelu_mlp(score_layers)
+
+    def time_terms(self, t: Tensor) -> TimeTerms:
+        """The time-only parts of the network for times `t` [T]."""
+        features = self.time_features(t)
+        embedding = self.time_embedding(features)
+        weight_t = self.state_input.weight[:, self.dim :]
+        state_bias = torch.addmm(self.state_input.bias, embedding, weight_t.T)
+        score_scale = None if self.score_net is None else self.score_net(features)
+        return TimeTerms(state_bias, score_scale)
+
+    def control(
+        self, x: Tensor, state_bias: Tensor, score_scale: Tensor | None, score: Tensor | None
+    ) -> Tensor:
+        """u for states `x` [B, d] at one time (one row of `time_terms`), target score [B, d]."""
+        hidden = torch.addmm(state_bias, x, self.state_input.weight[:, : self.dim].T)
+        out = self.state_net(hidden)
+        if score_scale is not None:
+            if score is None:
+                raise ValueError("this network scales the target score: pass `score`")
+            out = out + score_scale * score.clamp(-self.inner_clip, self.inner_clip)
+        return out.clamp(-self.outer_clip, self.outer_clip)
+
+    def forward(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
+        """u(x, t, score) for states `x` [B, d] at one time `t` (a 0-d tensor)."""
+        terms = self.time_terms(t.reshape(1))
+        scale = None if terms.score_scale is None else terms.score_scale[0]
+        return self.control(x, terms.state_bias[0], scale, score)

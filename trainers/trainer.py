@@ -1,0 +1,283 @@
+"""The `Trainer`: model, optimiser, IMR, evaluation and an exact, resumable state."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+import targets
+from targets.base import Target
+from trainers.config import TrainerConfig
+from trainers.imr import imr_due, propose_component
+from trainers.metrics import evaluate_samples
+from trainers.prior import GaussianMixturePrior
+from trainers.samplers import Sampler, build_sampler
+
+Executor = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
+
+TENSORS_FILE = "trainer.safetensors"
+META_FILE = "trainer.json"
+STATE_FORMAT = 1
+
+# Independent random streams derived from the seed (keys of `derive_seed`).
+_INIT, _TRAIN, _EVAL, _METRICS, _IMR = range(5)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 64-bit seed for the stream named by `keys`, independent of the other streams."""
+    return int(np.random.SeedSequence(seed, spawn_key=keys).generate_state(1, np.uint64)[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> CUDA if available else CPU; otherwise the named device."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _learning_rate_key(name: str) -> str:
+    """The `OptimConfig` learning rate that trains sampler parameter `name`."""
+    if name.startswith("prior."):
+        return "lr_prior"
+    if name.startswith("schedule."):
+        return "lr_time"
+    return "lr_network"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """An evaluation: metrics, the samples, their log weights and each one's prior component."""
+
+    metrics: dict[str, float]
+    samples: Tensor
+    log_weights: Tensor
+    components: Tensor
+
+
+class Trainer:
+    """Trains one sampler configuration on one target, deterministically for a seed.
+
+    `executor` (a `map`-like callable) runs IMR's per-component work items; the orchestrator
+    passes Ray tasks, the default runs them in-process.
+    """
+
+    def __init__(
+        self, config: TrainerConfig, target: Target | None = None, executor: Executor = map
+    ) -> None:
+        self.config = config
+        self.executor = executor
+        self.device = resolve_device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        if target is None:
+            target = targets.make(config.target.name, **config.target.kwargs)
+        self.target = target.to(self.device)
+        init = torch.Generator().manual_seed(derive_seed(config.seed, _INIT))
+        p = config.prior
+        self.prior = GaussianMixturePrior(
+            p.k_max,
+            target.dim,
+            config.initial_components,
+            p.init_std,
+            p.init_mean_std,
+            p.learn,
+            init,
+        )
+        self.sampler: Sampler = build_sampler(config, self.prior, self.target, init)
+        self.sampler.to(device=self.device, dtype=self.dtype)
+        self.optimizer = self._build_optimizer()
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(derive_seed(config.seed, _TRAIN))
+        self.iteration = 0
+        self.imr_events: list[dict[str, Any]] = []
+        self.history: dict[str, list[float]] = {"loss": [], "elbo": [], "grad_norm": []}
+
+    def _build_optimizer(self) -> torch.optim.Adam:
+        lrs = self.config.optim.model_dump()
+        groups: dict[str, list[torch.nn.Parameter]] = {}
+        for name, param in self.sampler.named_parameters():
+            if param.requires_grad:
+                groups.setdefault(_learning_rate_key(name), []).append(param)
+        return torch.optim.Adam(
+            [{"params": params, "lr": lrs[lr]} for lr, params in groups.items()]
+        )
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    # Training.
+    def train(self, n_iters: int) -> dict[str, float]:
+        """Run `n_iters` iterations; metrics of the last one and the iteration rate."""
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for _ in range(n_iters):
+            metrics = self._iterate()
+        elapsed = time.perf_counter() - start
+        metrics["iterations_per_s"] = n_iters / elapsed if elapsed > 0 else math.nan
+        return {**metrics, **self._model_metrics()}
+
+    def _iterate(self) -> dict[str, float]:
+        loss, stats = self.sampler.loss(self.config.batch_size, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = self._clean_and_clip_gradients()
+        self.optimizer.step()
+        self.iteration += 1
+        metrics = {"loss": float(loss.detach()), **stats, "grad_norm": grad_norm}
+        for key, values in self.history.items():
+            values.append(metrics[key])
+        cfg = self.config
+        if imr_due(self.iteration, cfg.imr, self.prior.n_active, cfg.prior.k_max):
+            self._refine()
+        return metrics
+
+    def _clean_and_clip_gradients(self) -> float:
+        """Zero NaN gradient entries, clip the total norm; the norm before clipping."""
+        grads = [p.grad for p in self._parameters() if p.grad is not None]
+        for grad in grads:
+            grad.masked_fill_(grad.isnan(), 0.0)
+        max_norm = self.config.optim.grad_clip or math.inf
+        return float(torch.nn.utils.clip_grad_norm_(self._parameters(), max_norm))
+
+    def _refine(self) -> None:
+        """Add one mixture component where IMR proposes it; reset its Adam moments."""
+        seed = derive_seed(self.config.seed, _IMR, self.iteration)
+        with torch.no_grad():
+            proposal = propose_component(
+                self.prior,
+                self.target,
+                self.config.imr,
+                self.executor,
+                seed,
+                init_std=self.config.prior.init_std,
+            )
+        slot = self.prior.activate(proposal.mean, proposal.scale)
+        for param in (self.prior.means, self.prior.raw_scales):
+            state = self.optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][slot] = 0.0
+        self.imr_events.append(
+            {
+                "iteration": self.iteration,
+                "slot": slot,
+                "n_work_items": proposal.n_work_items,
+                **proposal.record,
+            }
+        )
+
+    def _model_metrics(self) -> dict[str, float]:
+        schedule = self.sampler.schedule
+        with torch.no_grad():
+            return {
+                "time_horizon": float(schedule.horizon()),
+                "sigma2": float(schedule.sigma2().mean()),
+                "n_active": float(self.prior.n_active),
+            }
+
+    # Evaluation and sampling.
+    def _stream(self, key: int, device: torch.device | str) -> torch.Generator:
+        """A generator for stream `key` at the current iteration (leaves training RNG alone)."""
+        generator = torch.Generator(device)
+        generator.manual_seed(derive_seed(self.config.seed, key, self.iteration))
+        return generator
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """`n` samples [n, d] and log weights [n] (a fresh stream per iteration by default)."""
+        return self.sampler.sample(n, generator or self._stream(_EVAL, self.device))
+
+    def evaluate(self, n_samples: int | None = None) -> EvalResult:
+        """Metrics of `n_samples` (default `config.eval_samples`) fresh samples."""
+        n = n_samples or self.config.eval_samples
+        with torch.no_grad():
+            rollout = self.sampler.rollout(n, self._stream(_EVAL, self.device))
+        metrics = evaluate_samples(
+            rollout.log_weights, rollout.x, self.target, generator=self._stream(_METRICS, "cpu")
+        )
+        metrics.update(self._model_metrics())
+        return EvalResult(metrics, rollout.x, rollout.log_weights, rollout.components)
+
+    # State.
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything needed to resume exactly: tensors (CPU copies) and JSON-able metadata."""
+        tensors = {f"model/{k}": v for k, v in self.sampler.state_dict().items()}
+        names = {param: name for name, param in self.sampler.named_parameters()}
+        for param, state in self.optimizer.state.items():
+            for key, value in state.items():
+                tensors[f"optim/{names[param]}/{key}"] = value
+        tensors["rng/train"] = self.generator.get_state()
+        tensors["iteration"] = torch.tensor(self.iteration)
+        tensors = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}
+        meta = {
+            "format": STATE_FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "imr_events": json.loads(json.dumps(self.imr_events)),
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_state(
+        cls,
+        tensors: dict[str, Tensor],
+        meta: dict[str, Any],
+        target: Target | None = None,
+        executor: Executor = map,
+    ) -> Trainer:
+        """The trainer that `state()` described, ready to continue bitwise as it would have."""
+        trainer = cls(TrainerConfig.model_validate(meta["config"]), target, executor)
+        trainer._restore(tensors, meta)
+        return trainer
+
+    def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+        self.sampler.load_state_dict(model)
+        names = {param: name for name, param in self.sampler.named_parameters()}
+        optim_state = self.optimizer.state_dict()
+        for group, saved_group in zip(
+            self.optimizer.param_groups, optim_state["param_groups"], strict=True
+        ):
+            for param, index in zip(group["params"], saved_group["params"], strict=True):
+                prefix = f"optim/{names[param]}/"
+                entry = {
+                    k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)
+                }
+                if entry:
+                    optim_state["state"][index] = entry
+        self.optimizer.load_state_dict(optim_state)
+        self.generator.set_state(tensors["rng/train"])
+        self.iteration = int(tensors["iteration"])
+        self.imr_events = list(meta.get("imr_events", []))
+        self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write `state()` into directory `path` (safetensors + JSON, no pickle)."""
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self.state()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, directory / TENSORS_FILE)
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def load(
+        cls, path: str | Path, target: Target | None = None, executor: Executor = map
+    ) -> Trainer:
+        """The trainer saved by `save(path)`."""
+        directory = Path(path)
+        meta = json.loads((directory / META_FILE).read_text())
+        return cls.from_state(load_file(directory / TENSORS_FILE), meta, target, executor)
+
+
+def load(path: str | Path, target: Target | None = None, executor: Executor = map) -> Trainer:
+    """A trainer saved with `Trainer.save(path)`."""
+    return Trainer.load(path, target, executor)
