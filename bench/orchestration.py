@@ -115,12 +115,12 @@ def imr_speedup(quick: bool) -> None:
     config = IMRConfig(enabled=True, interval=1, mala=mala)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     executor = RayTaskExecutor(num_cpus=1)
-    propose_component(prior, target, config, executor, seed=0)  # warm the workers
+    propose_component(prior, target, config, executor, seed=0, init_std=1.0)  # warm the workers
     start = time.perf_counter()
-    propose_component(prior, target, config, map, seed=1)
+    propose_component(prior, target, config, map, seed=1, init_std=1.0)
     serial = time.perf_counter() - start
     start = time.perf_counter()
-    propose_component(prior, target, config, executor, seed=1)
+    propose_component(prior, target, config, executor, seed=1, init_std=1.0)
     parallel = time.perf_counter() - start
     ray.shutdown()
     print("3. IMR: 4 per-component MALA work items")

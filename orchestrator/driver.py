@@ -151,6 +151,7 @@ def _tuner(
             metric=spec.primary.metric if single else None,
             mode=tuning.TUNE_MODES[spec.primary.direction] if single else None,
             time_budget_s=spec.budget.time_limit_s,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=spec.name,

@@ -34,12 +34,21 @@ class GMPTrainable(tune.Trainable):
         """Build the trainer from the study spec and this trial's sampled parameters."""
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
         self.spec = StudySpec.model_validate_json(spec_json)
+        torch.set_num_threads(max(1, int(self.spec.resources.cpus)))
+        self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
+        self._build(config)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Start another trial in this actor (Tune's actor reuse): a fresh trainer."""
+        self.executor.tasks = []
+        self._build(new_config)
+        return True
+
+    def _build(self, config: dict[str, Any]) -> None:
         params = {key: config[key] for key in self.spec.search_space}
         trainer_config = self.spec.trainer_config(params)
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         trainer_config = trainer_config.model_copy(update={"device": device})
-        torch.set_num_threads(max(1, int(self.spec.resources.cpus)))
-        self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
         self.trainer = Trainer(trainer_config, executor=self.executor)
         self.last_eval = None
         self.restored_from = 0
