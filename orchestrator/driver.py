@@ -23,7 +23,6 @@ from storage.tracking import StudyTracker
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
 SPEC_ATTR = "gmp_spec"
-STUDY_DIRECTIONS = {"maximize": "maximize", "minimize": "minimize"}
 
 
 class StudyConflictError(ValueError):
@@ -61,7 +60,7 @@ def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        directions=[STUDY_DIRECTIONS[goal.direction] for goal in spec.objective],
+        directions=[goal.direction for goal in spec.objective],
         load_if_exists=True,
     )
     stored = study.user_attrs.get(SPEC_ATTR)
