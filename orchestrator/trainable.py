@@ -15,12 +15,12 @@ from ray import tune
 
 from orchestrator.spec import StudySpec
 from orchestrator.tasks import RayTaskExecutor
-from storage.checkpoints import read_state, write_state
 from storage.samples import write_samples
 from trainers import Trainer
 
 SAMPLES_FILE = "samples.parquet"
 EVAL_FILE = "evaluation.json"
+TASKS_FILE = "imr_tasks.json"
 
 
 class TrialFailedError(RuntimeError):
@@ -85,9 +85,8 @@ class GMPTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Trainer state (safetensors + JSON) and the latest evaluation's samples (Parquet)."""
-        tensors, meta = self.trainer.state()
-        meta["imr_tasks"] = self.executor.tasks
-        write_state(checkpoint_dir, tensors, meta)
+        self.trainer.save(checkpoint_dir)
+        (Path(checkpoint_dir) / TASKS_FILE).write_text(json.dumps(self.executor.tasks))
         if self.last_eval is not None:
             write_samples(
                 Path(checkpoint_dir) / SAMPLES_FILE,
@@ -99,7 +98,6 @@ class GMPTrainable(tune.Trainable):
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Resume exactly where the checkpoint was taken."""
-        tensors, meta = read_state(checkpoint_dir)
-        self.executor.tasks = list(meta.pop("imr_tasks", []))
-        self.trainer = Trainer.from_state(tensors, meta, executor=self.executor)
+        self.executor.tasks = json.loads((Path(checkpoint_dir) / TASKS_FILE).read_text())
+        self.trainer = Trainer.load(checkpoint_dir, executor=self.executor)
         self.restored_from = self.trainer.iteration

@@ -264,7 +264,9 @@ class Trainer:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         tensors, meta = self.state()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, directory / TENSORS_FILE)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / TENSORS_FILE
+        )
         (directory / META_FILE).write_text(json.dumps(meta, indent=1))
         return directory
 
