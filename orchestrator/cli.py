@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import time
@@ -233,6 +234,27 @@ def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
 
 
+# -- report ----------------------------------------------------------------------------------
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from storage.layout import StudyPaths
+    from storage.records import RecordsError
+    from storage.report import write_report
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(args.mlflow_uri or StudyPaths(_root(args)).mlflow_uri)
+    try:
+        report = write_report(client, args.studies, args.out, log_to_parent=not args.no_log)
+    except RecordsError as err:
+        raise BadInputError(str(err.args[0])) from None
+    console.print(
+        f"report on {len(report.groups)} groups of {sum(len(g.trials) for g in report.groups)} "
+        f"trials ({len(report.left_out)} left out): {Path(args.out) / 'report.html'}"
+    )
+    return EXIT_OK
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `gmp` command."""
@@ -276,6 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)
+
+    report = commands.add_parser(
+        "report", help="compare studies' prior families: Markdown, PNG and HTML from MLflow"
+    )
+    report.add_argument("studies", metavar="STUDY", nargs="+", help="study names")
+    report.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    root_option(report)
+    report.add_argument("--mlflow-uri", help="MLflow tracking URI (default: under --root)")
+    report.add_argument(
+        "--no-log", action="store_true", help="do not log the report on the parent runs"
+    )
+    report.set_defaults(handler=_cmd_report)
 
     listing = commands.add_parser(
         "targets", help="list every target with its dimension and what is known about it"

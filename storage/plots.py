@@ -38,7 +38,7 @@ def plot_samples(
             ax.hist(samples[components == k, 0], bins=60, alpha=0.5, label=f"component {k}")
         ax.legend()
     ax.set_title(title or "samples coloured by prior component")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_curves(
@@ -58,10 +58,11 @@ def plot_curves(
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     fig.suptitle(title or "training curves")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay out `fig` and write it as a PNG to `path` (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

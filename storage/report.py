@@ -1,0 +1,336 @@
+"""A self-contained comparison report of studies, built from their MLflow records.
+
+Per target and sampler it compares the prior families of the paper (Gaussian fixed / learned,
+GMP, GMP+IMR, and any annealing variant) on ELBO, ΔlogZ, ESS, Sinkhorn and EMC as mean ± std
+over the trials of each group (the mean of each trial's last five evaluations, PAPER.md §5),
+with K-sweep curves, training curves and sample plots coloured by mixture component. Output: a
+folder with `report.md`, PNG figures and `report.html` (figures embedded, opens without a server).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+import targets
+from storage.plots import plot_samples, save_figure
+from storage.records import (
+    LAST_EVALUATIONS,
+    REPORTED_METRICS,
+    TrialRecord,
+    collect,
+    parent_run_id,
+    trial_samples,
+)
+
+METRIC_LABELS = {
+    "elbo": "ELBO ↑",
+    "delta_log_z": "ΔlogZ ↓",
+    "ess": "ESS ↑",
+    "sinkhorn": "Sinkhorn ↓",
+    "emc": "EMC ↑",
+}
+VARIANT_ORDER = ("Gaussian (fixed)", "Gaussian (learned)", "GMP (fixed)", "GMP", "GMP+IMR")
+FINISHED = "TERMINATED"
+
+
+@dataclass
+class Group:
+    """Trials of one target, sampler, prior family and K, finished on the full budget."""
+
+    target: str
+    sampler: str
+    variant: str
+    k: int
+    trials: list[TrialRecord]
+
+    def stats(self, metric: str) -> tuple[float, float, int]:
+        """Mean and standard deviation over trials of each trial's final value, and the count."""
+        values = [v for v in (t.final(metric) for t in self.trials) if math.isfinite(v)]
+        if not values:
+            return math.nan, math.nan, 0
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return float(np.mean(values)), std, len(values)
+
+
+@dataclass
+class Report:
+    """The grouped records of some studies, and the trials left out of the comparison."""
+
+    studies: list[str]
+    groups: list[Group]
+    left_out: list[tuple[TrialRecord, str]]
+    metrics: list[str]
+
+
+def build_report(records: Sequence[TrialRecord], studies: Sequence[str]) -> Report:
+    """Group finished full-budget trials by (target, sampler, family, K); list the others."""
+    budget: dict[str, int] = defaultdict(int)
+    for record in records:
+        budget[record.study] = max(budget[record.study], record.iterations)
+    grouped: dict[tuple[str, str, str, int], list[TrialRecord]] = defaultdict(list)
+    left_out = []
+    for record in records:
+        if record.state != FINISHED:
+            left_out.append((record, f"state {record.state}"))
+        elif record.iterations < budget[record.study]:
+            left_out.append(
+                (record, f"stopped early at {record.iterations}/{budget[record.study]}")
+            )
+        else:
+            key = (record.target_label, record.sampler, record.variant, record.k)
+            grouped[key].append(record)
+    groups = [Group(*key, trials) for key, trials in grouped.items()]
+    groups.sort(key=lambda g: (g.target, g.sampler, _variant_rank(g.variant), g.variant, g.k))
+    metrics = [m for m in REPORTED_METRICS if any(r.history.get(m) for r in records)]
+    return Report(list(studies), groups, left_out, metrics)
+
+
+def _variant_rank(variant: str) -> int:
+    base = variant.split(" + ")[0]
+    return VARIANT_ORDER.index(base) if base in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def _format(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _sections(report: Report) -> dict[tuple[str, str], list[Group]]:
+    sections: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for group in report.groups:
+        sections[(group.target, group.sampler)].append(group)
+    return sections
+
+
+def _k_sweep(path: Path, groups: list[Group], metrics: list[str], title: str) -> Path | None:
+    """Each metric against K, one line per prior family (mean ± std over trials)."""
+    families: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:  # a Gaussian is the K = 1 end of its mixture family's curve
+        family = group.variant.replace("Gaussian (learned)", "GMP")
+        families[family.replace("Gaussian (fixed)", "GMP (fixed)")].append(group)
+    if len({g.k for g in groups}) < 2:
+        return None
+    n_cols = min(3, len(metrics))
+    n_rows = -(-len(metrics) // n_cols)
+    fig = Figure(figsize=(4.2 * n_cols, 3.2 * n_rows))
+    axes = np.ravel(fig.subplots(n_rows, n_cols, squeeze=False))
+    for ax in axes[len(metrics) :]:
+        ax.axis("off")
+    for ax, metric in zip(axes, metrics, strict=False):
+        for variant, family in families.items():
+            family = sorted(family, key=lambda g: g.k)
+            stats = [g.stats(metric) for g in family]
+            ax.errorbar(
+                [g.k for g in family],
+                [s[0] for s in stats],
+                yerr=[s[1] for s in stats],
+                marker="o",
+                capsize=3,
+                label=variant,
+            )
+        ax.set_xscale("log", base=2)
+        ks = sorted({g.k for g in groups})
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("K")
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _training_curves(path: Path, groups: list[Group], metric: str, title: str) -> Path | None:
+    """The metric against the training iteration, mean over each group's trials."""
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    drawn = False
+    for group in groups:
+        by_step: dict[int, list[float]] = defaultdict(list)
+        for trial in group.trials:
+            for step, value in trial.history.get(metric, []):
+                if math.isfinite(value):
+                    by_step[step].append(value)
+        if by_step:
+            steps = sorted(by_step)
+            ax.plot(steps, [np.mean(by_step[s]) for s in steps], marker=".", label=_name(group))
+            drawn = True
+    if not drawn:
+        return None
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def _name(group: Group) -> str:
+    return group.variant if group.k == 1 else f"{group.variant}, K={group.k}"
+
+
+def _log_density(record: TrialRecord) -> Callable[[np.ndarray], np.ndarray] | None:
+    name, kwargs = record.target
+    try:
+        target = targets.make(name, **kwargs)
+    except Exception:  # a target that needs data we do not have: plot without the density
+        return None
+    if target.dim != 2:
+        return None
+    return lambda points: target.log_prob(torch.from_numpy(points)).numpy()
+
+
+# -- rendering -----------------------------------------------------------------------------
+@dataclass
+class _Section:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    figures: list[tuple[str, Path]]
+
+
+def _render_sections(report: Report, out: Path, client: MlflowClient) -> list[_Section]:
+    sections = []
+    for (target, sampler), groups in _sections(report).items():
+        title = f"{target}, {sampler.upper()}"
+        slug = _slug(f"{target}_{sampler}")
+        header = ["prior", "K", "trials", *(METRIC_LABELS[m] for m in report.metrics)]
+        rows = [
+            [g.variant, str(g.k), str(len(g.trials))]
+            + [_format(*g.stats(m)) for m in report.metrics]
+            for g in groups
+        ]
+        figures = []
+        sweep = _k_sweep(out / f"{slug}_k_sweep.png", groups, report.metrics, title)
+        if sweep is not None:
+            figures.append(("K sweep", sweep))
+        curves = _training_curves(out / f"{slug}_elbo_curves.png", groups, "elbo", title)
+        if curves is not None:
+            figures.append(("ELBO during training", curves))
+        for group in groups:
+            best = max(group.trials, key=lambda t: _finite_or(t.final("elbo"), -math.inf))
+            drawn = trial_samples(client, best)
+            if drawn is None:
+                continue
+            samples, _, components = drawn
+            path = plot_samples(
+                out / f"{slug}_{_slug(_name(group))}_samples.png",
+                samples,
+                components,
+                _log_density(best),
+                title=f"{_name(group)}: trial {best.trial_id}",
+            )
+            figures.append((f"samples of {_name(group)} (best trial, by component)", path))
+        sections.append(_Section(title, header, rows, figures))
+    return sections
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
+
+
+def _markdown(report: Report, sections: list[_Section], commit: str | None) -> str:
+    lines = [
+        f"# gmp report: {', '.join(report.studies)}",
+        "",
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}"
+        + (f" at commit {commit}" if commit else "")
+        + f" from the studies' MLflow records. Each value is the mean ± std over the trials of a "
+        f"group of each trial's mean over its last {LAST_EVALUATIONS} evaluations.",
+        "",
+    ]
+    for section in sections:
+        lines += [f"## {section.title}", "", _md_table(section.header, section.rows), ""]
+        lines += [f"![{caption}]({path.name})" for caption, path in section.figures]
+        lines.append("")
+    if report.left_out:
+        lines += ["## Trials left out of the comparison", ""]
+        lines += [
+            f"- {r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}" for r, why in report.left_out
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html(report: Report, sections: list[_Section], markdown_intro: str) -> str:
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>gmp report: {html.escape(', '.join(report.studies))}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>gmp report: {html.escape(', '.join(report.studies))}</h1>",
+        f"<p>{html.escape(markdown_intro)}</p>",
+    ]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2><table><tr>")
+        parts += [f"<th>{html.escape(h)}</th>" for h in section.header]
+        parts.append("</tr>")
+        for row in section.rows:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+        for caption, path in section.figures:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(
+                f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
+    if report.left_out:
+        parts.append("<h2>Trials left out of the comparison</h2><ul>")
+        parts += [
+            f"<li>{html.escape(f'{r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}')}</li>"
+            for r, why in report.left_out
+        ]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    client: MlflowClient,
+    studies: Sequence[str],
+    out: str | Path,
+    *,
+    commit: str | None = None,
+    log_to_parent: bool = True,
+) -> Report:
+    """Write `report.md`, `report.html` and PNGs for `studies` into `out`; log them on MLflow.
+
+    With `log_to_parent` the folder is also logged under `report/` on each study's parent run.
+    Raises `RecordsError` for a study that is not in the store.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(collect(client, studies), studies)
+    sections = _render_sections(report, out, client)
+    markdown = _markdown(report, sections, commit)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(_html(report, sections, markdown.split("\n")[2]))
+    if log_to_parent:
+        for study in studies:
+            run_id = parent_run_id(client, study)
+            if run_id is not None:
+                client.log_artifacts(run_id, str(out), artifact_path="report")
+    return report

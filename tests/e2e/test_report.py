@@ -1,0 +1,72 @@
+"""`gmp report` on a real finished study: numbers equal the MLflow records, files self-contained."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main
+from orchestrator.driver import StudyLocations, run_study
+from orchestrator.spec import load_spec
+from storage.tracking import ROLE_TAG
+from tests.e2e.conftest import study_file
+
+pytestmark = pytest.mark.slow
+
+
+def _final(client: MlflowClient, run_id: str, metric: str) -> float:
+    values = [
+        m.value for m in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+    ]
+    return float(np.mean(values[-5:]))
+
+
+def test_report_tables_match_mlflow_and_are_logged_on_the_parent(tmp_path: Path):
+    root = tmp_path / "runs"
+    file = study_file(tmp_path, name="rep", scheduler={"type": "none"})
+    spec = load_spec(file)
+    run_study(spec, file.read_text(), root=root, num_cpus=2, verbose=0)
+    out = tmp_path / "report"
+    assert main(["report", "rep", "--root", str(root), "--out", str(out)]) == 0
+
+    client = MlflowClient(StudyLocations.resolve(spec, root).mlflow_uri)
+    experiment = client.get_experiment_by_name("rep")
+    trials = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'"
+    )
+    by_family: dict[str, list[float]] = {}
+    for run in trials:
+        k = int(run.data.params["prior.k_max"])
+        imr = run.data.params["imr.enabled"] == "True"
+        family = "Gaussian (learned)" if k == 1 else ("GMP+IMR" if imr else "GMP")
+        by_family.setdefault(family, []).append(_final(client, run.info.run_id, "elbo"))
+
+    markdown = (out / "report.md").read_text()
+    rows = re.findall(
+        r"^\| (Gaussian \(learned\)|GMP\+IMR|GMP) \| \d+ \| (\d+) \| (\S+)", markdown, re.M
+    )
+    assert {family for family, _, _ in rows} == set(by_family)
+    for family, count, elbo in rows:
+        assert int(count) == len(by_family[family])
+        assert float(elbo) == pytest.approx(np.mean(by_family[family]), abs=1e-3)
+
+    html = (out / "report.html").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert any(name.endswith("_samples.png") for name in pngs)
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "src='http" not in html and 'src="http' not in html
+
+    parent = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'study'"
+    )[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html"} <= logged
+
+
+def test_report_on_an_unknown_study_is_bad_input(tmp_path: Path, capsys):
+    assert main(["report", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Grouping and statistics of the study report, on hand-made trial records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from storage.records import TrialRecord
+from storage.report import build_report
+
+
+def _record(trial_id: str, *, k: int, learn: bool = True, imr: bool = False, **kw) -> TrialRecord:
+    elbo = kw.pop("elbo", [(10, -3.0), (20, -2.0)])
+    params = {
+        "target.name": "gmm40",
+        "target.kwargs.dim": 2,
+        "sampler": "dis",
+        "prior.k_max": k,
+        "prior.learn": learn,
+        "imr.enabled": imr,
+        **kw.pop("params", {}),
+    }
+    return TrialRecord(
+        study=kw.pop("study", "s"),
+        trial_id=trial_id,
+        run_id=trial_id,
+        state=kw.pop("state", "TERMINATED"),
+        params=params,
+        history={"elbo": elbo},
+    )
+
+
+def test_variants_follow_the_paper_families():
+    assert _record("a", k=1, learn=False).variant == "Gaussian (fixed)"
+    assert _record("a", k=1).variant == "Gaussian (learned)"
+    assert _record("a", k=1, imr=True).variant == "Gaussian (learned)"
+    assert _record("a", k=5).variant == "GMP"
+    assert _record("a", k=5, imr=True).variant == "GMP+IMR"
+    annealed = _record("a", k=5, imr=True, params={"annealing.schedule": "geometric"})
+    assert annealed.variant == "GMP+IMR + geometric annealing"
+    assert _record("a", k=1, params={"annealing.schedule": "none"}).variant == (
+        "Gaussian (learned)"
+    )
+
+
+def test_final_value_is_the_mean_of_the_last_five_evaluations():
+    history = [(i * 10, float(i)) for i in range(1, 9)]  # values 1..8
+    record = _record("a", k=1, elbo=history)
+    assert record.final("elbo") == pytest.approx(6.0)  # mean of 4..8
+    assert math.isnan(record.final("emc"))
+    assert record.iterations == 80
+
+
+def test_groups_give_mean_and_sample_std_and_leave_out_unfinished_trials():
+    records = [
+        _record("a", k=1, elbo=[(10, -4.0), (20, -2.0)]),
+        _record("b", k=1, elbo=[(10, -4.0), (20, -1.0)]),
+        _record("c", k=4, imr=True, elbo=[(10, -1.0), (20, -0.5)]),
+        _record("d", k=4, imr=True, elbo=[(10, -9.0)]),  # stopped early by the scheduler
+        _record("e", k=4, state="ERROR"),
+    ]
+    report = build_report(records, ["s"])
+    assert [(g.variant, g.k, len(g.trials)) for g in report.groups] == [
+        ("Gaussian (learned)", 1, 2),
+        ("GMP+IMR", 4, 1),
+    ]
+    mean, std, n = report.groups[0].stats("elbo")
+    assert (mean, n) == (pytest.approx(-2.75), 2)  # finals -3.0 and -2.5
+    assert std == pytest.approx(math.sqrt(0.125))
+    left = {r.trial_id: why for r, why in report.left_out}
+    assert left == {"d": "stopped early at 10/20", "e": "state ERROR"}
+    assert report.metrics == ["elbo"]
