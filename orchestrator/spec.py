@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import targets
-from trainers.config import TargetSpec, TrainerConfig
+from trainers.config import SamplerName, TargetSpec, TrainerConfig
 
 METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc")
 """Evaluation metrics a study can optimise (see trainers.metrics)."""
@@ -159,7 +159,7 @@ class StudySpec(_Strict):
     name: str
     description: str = ""
     target: TargetSpec
-    sampler: Literal["dis"] = "dis"
+    sampler: SamplerName = "dis"
     fixed: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, Param] = Field(default_factory=dict)
     objective: list[Objective] = Field(min_length=1)
@@ -216,10 +216,17 @@ class StudySpec(_Strict):
         return self.objective[0]
 
     def trainer_config(self, params: dict[str, Any], seed: int | None = None) -> TrainerConfig:
-        """The trial's full trainer configuration: fixed values, then sampled `params`."""
+        """The trial's full trainer configuration: fixed values, then sampled `params`.
+
+        `annealing.iterations` (the length that temperature schedules are fractions of) is the
+        budget's `iterations` unless the study sets it.
+        """
         data = copy.deepcopy(self.fixed)
         for path, value in params.items():
             _set_path(data, path, value)
+        annealing = data.setdefault("annealing", {})
+        if isinstance(annealing, dict):  # anything else fails the validation below, by name
+            annealing.setdefault("iterations", self.budget.iterations)
         data["target"] = self.target.model_dump()
         data["sampler"] = self.sampler
         data["seed"] = self.seed if seed is None else seed

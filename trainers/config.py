@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+SamplerName = Literal["dis", "mcd", "cmcd", "dbs"]  # the rows of PAPER.md §1's table
+
 
 class _Strict(BaseModel):
     """Base model: unknown keys are errors, assignment is validated."""
@@ -56,10 +58,48 @@ class NetworkConfig(_Strict):
     hidden: int = Field(128, ge=1)
     n_layers: int = Field(2, ge=1)
     n_time_features: int = Field(128, ge=1)
-    use_target_score: bool = True
+    use_target_score: bool | None = Field(
+        None,
+        description="feed the (detached) target score to the network; none: the sampler's "
+        "default (DIS: yes; MCD/CMCD/DBS: no, their base drift already holds it)",
+    )
     inner_clip: float = Field(1e2, gt=0)
     outer_clip: float = Field(1e4, gt=0)
-    score_scale_init: float = Field(1.0, description="initial scale of the target score (bias)")
+    score_scale_init: float | None = Field(
+        None,
+        description="initial scale of the target score (bias); none: the sampler's default "
+        "(DIS: 1; MCD/CMCD/DBS: 0)",
+    )
+
+    def with_defaults(self, use_target_score: bool, score_scale_init: float) -> NetworkConfig:
+        """This configuration with the fields left open (None) set to a sampler's defaults."""
+        defaults = {"use_target_score": use_target_score, "score_scale_init": score_scale_init}
+        return self.model_copy(
+            update={key: value for key, value in defaults.items() if getattr(self, key) is None}
+        )
+
+
+class DriftConfig(_Strict):
+    """The annealed Langevin base drift of MCD, CMCD and DBS (PAPER.md §1).
+
+    a_n = beta_n grad log pi + (1 - beta_n) grad log p_phi with 0 = beta_0 <= ... <= beta_N = 1.
+    """
+
+    learn_betas: bool = Field(True, description="False: betas stay linear in n")
+    score_clip: float | None = Field(
+        None,
+        gt=0,
+        description="clip grad log pi (drift and network input) to this norm times sqrt(d); "
+        "none: no clipping",
+    )
+    differentiate_score: bool = Field(
+        True,
+        description="gradients through grad log pi in the drift (Hessian-vector products); "
+        "False treats it as a constant: cheaper, but not the ELBO's gradient",
+    )
+    dbs_base_drift: Literal["annealed", "zero", "target"] = Field(
+        "annealed", description="DBS only: the annealed drift, none, or grad log pi"
+    )
 
 
 class OptimConfig(_Strict):
@@ -93,11 +133,41 @@ class IMRConfig(_Strict):
     mala: MalaConfig = Field(default_factory=MalaConfig)
 
 
+class AnnealingConfig(_Strict):
+    """Training on pi^(1/T) with T falling to 1 (trainers/annealing.py); evaluation is at T = 1."""
+
+    schedule: Literal["none", "linear", "geometric", "adaptive"] = "none"
+    t0: float = Field(10.0, ge=1, description="initial temperature")
+    fraction: float = Field(
+        0.5, ge=0, le=1, description="share of `iterations` until T = 1 (adaptive: at the latest)"
+    )
+    iterations: int | None = Field(
+        None, ge=1, description="total training iterations of the run (a study: its budget)"
+    )
+    threshold: float = Field(
+        0.1, gt=0, le=1, description="adaptive: mean normalised training ESS that lets T fall"
+    )
+    factor: float = Field(0.8, gt=0, lt=1, description="adaptive: T <- max(1, factor T)")
+    window: int = Field(10, ge=1, description="adaptive: iterations per ESS window")
+
+    @model_validator(mode="after")
+    def _length_known(self) -> AnnealingConfig:
+        if self.schedule in ("linear", "geometric") and self.iterations is None:
+            raise ValueError(
+                f"annealing.iterations (the run's total training iterations) is required by "
+                f"schedule {self.schedule!r}"
+            )
+        return self
+
+
 class TrainerConfig(_Strict):
-    """Everything a `Trainer` needs: target, sampler, prior, time, network, optimiser, IMR."""
+    """Everything a `Trainer` needs: target, sampler, prior, time, networks, drift, optimiser, IMR.
+
+    `drift` configures the annealed base drift of MCD, CMCD and DBS; DIS ignores it.
+    """
 
     target: TargetSpec = Field(default_factory=TargetSpec)
-    sampler: Literal["dis"] = "dis"
+    sampler: SamplerName = "dis"
     loss: Literal["rkl", "logvar"] = "rkl"
     batch_size: int = Field(2000, ge=1)
     eval_samples: int = Field(2000, ge=1)
@@ -111,8 +181,10 @@ class TrainerConfig(_Strict):
     prior: PriorConfig = Field(default_factory=PriorConfig)
     time: TimeConfig = Field(default_factory=TimeConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     imr: IMRConfig = Field(default_factory=IMRConfig)
+    annealing: AnnealingConfig = Field(default_factory=AnnealingConfig)
 
     @property
     def initial_components(self) -> int:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from targets.base import Target
-from trainers.metrics import elbo, log_z_estimate
+from trainers.metrics import elbo, ess, log_z_estimate
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
 
@@ -60,7 +60,8 @@ class Sampler(nn.Module):
 
     Subclasses fill in the definition table of PAPER.md §1 (`base_drift` a_n, `forward_control`
     u and `backward_control` v, each given the per-step rows of `step_terms`) and set
-    `needs_target_score` when any of them reads the target score.
+    `needs_target_score` when any of them reads the target score; `controls` may be overridden
+    where u and v share work.
     The target is evaluated once per point, outside any graph: `score` for the controls at
     x_0..x_{N-1} (when needed) and the fused `log_prob_and_score` at x_N, whose score is the
     gradient of log rho(x_N). Losses: "rkl" = -mean(log w) through the reparameterised
@@ -115,6 +116,19 @@ class Sampler(nn.Module):
         """v_n(x); None for none."""
         return None
 
+    def controls(
+        self,
+        x: Tensor,
+        target_score: Tensor | None,
+        terms: tuple[Tensor, ...],
+        forward: bool,
+        backward: bool,
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(u_n(x) if `forward`, v_n(x) if `backward`), None where not asked for or none."""
+        u = self.forward_control(x, target_score, terms) if forward else None
+        v = self.backward_control(x, target_score, terms) if backward else None
+        return u, v
+
     # The shared integrator.
     def _point(
         self,
@@ -133,16 +147,15 @@ class Sampler(nn.Module):
         sqrt(2 eta), 1 / (4 eta)) of step n (None at n = N, where there is no next state).
         """
         drift = self.base_drift(x, target_score, terms)
+        u, v = self.controls(x, target_score, terms, out is not None, into is not None)
         log_backward = None
         if into is not None:
             eta, quarter_inv_eta = into
-            v = self.backward_control(x, target_score, terms)
             mean_prev = x + eta * (drift if v is None else drift + v)
             log_backward = -_scaled_sq_norm(x_prev - mean_prev, quarter_inv_eta)
         if out is None:
             return None, log_backward
         eta, noise_scale, quarter_inv_eta = out
-        u = self.forward_control(x, target_score, terms)
         mean_next = x + eta * (drift if u is None else drift + u)
         x_next = mean_next + noise_scale * eps
         if detach:
@@ -203,7 +216,7 @@ class Sampler(nn.Module):
         log_w = rollout.log_weights
         loss = -log_w.mean() if self.loss_kind == "rkl" else log_w.var()
         log_w = log_w.detach()
-        return loss, {"elbo": elbo(log_w), "log_z": log_z_estimate(log_w)}
+        return loss, {"elbo": elbo(log_w), "log_z": log_z_estimate(log_w), "ess": ess(log_w)}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -70,6 +70,7 @@ class ControlNetwork(nn.Module):
     f: an MLP of [x, h(t)] (h an MLP of the Fourier time features) with `n_layers` GELU layers
     of width `hidden` and an output layer started at ~0; g: an MLP of the time features giving a
     per-dimension scale, its output layer started at weight ~0 and bias `score_scale_init`.
+    Settings the configuration leaves open take DIS's defaults (score fed, scale 1).
     All time-only parts are computed by `time_terms` for a grid of times at once; `control`
     then does the per-state work of one step.
     """
@@ -78,6 +79,7 @@ class ControlNetwork(nn.Module):
         self, dim: int, config: NetworkConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__()
+        config = config.with_defaults(use_target_score=True, score_scale_init=1.0)
         self.dim = dim
         self.inner_clip = config.inner_clip
         self.outer_clip = config.outer_clip

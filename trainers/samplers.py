@@ -1,18 +1,50 @@
-"""The diffusion samplers as rows of PAPER.md §1's table, on the shared integrator."""
+"""The diffusion samplers as rows of PAPER.md §1's table, on the shared integrator.
+
+| sampler | base drift a_n                     | forward control u | backward control v |
+| DIS     | grad log p_phi                     | network           | 0                  |
+| MCD     | annealed Langevin (betas)          | 0                 | network            |
+| CMCD    | annealed Langevin                  | network           | minus that network |
+| DBS     | annealed Langevin, zero, or target | network           | second network     |
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from targets.base import Target
-from trainers.config import TrainerConfig
+from trainers.config import DriftConfig, TrainerConfig
+from trainers.drift import BetaSchedule, clip_score, drift_target_score
 from trainers.integrator import Loss, Rollout, Sampler
 from trainers.network import ControlNetwork
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
+
+
+def _network_terms(network: ControlNetwork, schedule: TimeSchedule) -> tuple[Tensor, ...]:
+    """The network's time terms at t_n = n / N, n = 0..N (the unused ones left out)."""
+    n_steps = schedule.n_steps
+    ref = schedule.shape
+    t = torch.arange(n_steps + 1, device=ref.device, dtype=ref.dtype) / n_steps
+    return tuple(term for term in network.time_terms(t) if term is not None)
+
+
+def _n_terms(network: ControlNetwork | None) -> int:
+    """How many rows `_network_terms` gives for `network` (0 for none)."""
+    if network is None:
+        return 0
+    return 1 if network.score_net is None else 2
+
+
+def _control(
+    network: ControlNetwork, x: Tensor, terms: tuple[Tensor, ...], score: Tensor | None
+) -> Tensor:
+    """The network's control at one step, from that step's row of `_network_terms`."""
+    score_scale = terms[1] if len(terms) > 1 else None
+    return network.control(x, terms[0], score_scale, score)
 
 
 class DIS(Sampler):
@@ -46,10 +78,7 @@ class DIS(Sampler):
 
     def step_terms(self) -> tuple[Tensor, ...]:
         """The network's time terms at t_n = n / N, n = 0..N."""
-        n_steps = self.schedule.n_steps
-        ref = self.schedule.shape
-        t = torch.arange(n_steps + 1, device=ref.device, dtype=ref.dtype) / n_steps
-        return tuple(term for term in self.network.time_terms(t) if term is not None)
+        return _network_terms(self.network, self.schedule)
 
     def base_drift(
         self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
@@ -61,8 +90,168 @@ class DIS(Sampler):
         self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
     ) -> Tensor:
         """The network's control at this step."""
-        score_scale = terms[1] if len(terms) > 1 else None
-        return self.network.control(x, terms[0], score_scale, target_score)
+        return _control(self.network, x, terms, target_score)
+
+
+class AnnealedLangevinSampler(Sampler):
+    """A sampler whose base drift is annealed Langevin: MCD, CMCD and DBS.
+
+    a_n(x) = beta_n grad log pi(x) + (1 - beta_n) grad log p_phi(x) (`drift.dbs_base_drift`
+    may replace it by zero or grad log pi). The betas are learnable (`drift.learn_betas`); the
+    target score in the drift is optionally norm-clipped and differentiated through x. Controls
+    come from `forward_network` (u) and `backward_network` (v), fed the detached, clipped target
+    score where they take it; a missing network is a zero control. Subclasses say which
+    networks they own (`roles`).
+    """
+
+    roles: ClassVar[tuple[str, ...]] = ()  # which of "forward", "backward" have a network
+
+    def __init__(
+        self,
+        prior: GaussianMixturePrior,
+        target: Target,
+        schedule: TimeSchedule,
+        drift: DriftConfig,
+        forward_network: ControlNetwork | None = None,
+        backward_network: ControlNetwork | None = None,
+        *,
+        loss: Loss = "rkl",
+        checkpoint_steps: bool = False,
+        compile_step: bool = False,
+    ) -> None:
+        super().__init__(
+            prior,
+            target,
+            schedule,
+            loss=loss,
+            checkpoint_steps=checkpoint_steps,
+            compile_step=compile_step,
+        )
+        given = tuple(
+            role
+            for role, net in (("forward", forward_network), ("backward", backward_network))
+            if net is not None
+        )
+        if given != self.roles:
+            raise ValueError(f"{type(self).__name__} takes networks {self.roles}, got {given}")
+        self.forward_network = forward_network
+        self.backward_network = backward_network
+        self.score_clip = drift.score_clip
+        self.differentiate_score = drift.differentiate_score
+        self.base_drift_kind = self.drift_kind(drift)
+        annealed = self.base_drift_kind == "annealed"
+        self.betas = BetaSchedule(schedule.n_steps, drift.learn_betas) if annealed else None
+        networks = (forward_network, backward_network)
+        self.needs_target_score = self.base_drift_kind != "zero" or any(
+            net is not None and net.score_net is not None for net in networks
+        )
+        self._n_beta = int(annealed)
+        self._n_beta_forward = self._n_beta + _n_terms(forward_network)
+
+    @classmethod
+    def drift_kind(cls, drift: DriftConfig) -> str:
+        """Which base drift this sampler uses: "annealed", "zero" or "target"."""
+        return "annealed"
+
+    def _split(
+        self, terms: tuple[Tensor, ...]
+    ) -> tuple[Tensor | None, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """A row of `step_terms` as (beta_n, forward network's terms, backward network's)."""
+        beta = terms[0] if self._n_beta else None
+        split = self._n_beta_forward
+        return beta, terms[self._n_beta : split], terms[split:]
+
+    def _network_score(self, score: Tensor | None) -> Tensor | None:
+        """The target score as a network input: detached, clipped like the drift's."""
+        return None if score is None else clip_score(score, self.score_clip)
+
+    def step_terms(self) -> tuple[Tensor, ...]:
+        """beta_n (if annealed), then each network's time terms at t_n = n / N, n = 0..N."""
+        terms = () if self.betas is None else (self.betas(),)
+        for network in (self.forward_network, self.backward_network):
+            if network is not None:
+                terms += _network_terms(network, self.schedule)
+        return terms
+
+    def base_drift(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor:
+        """beta_n grad log pi(x) + (1 - beta_n) grad log p_phi(x), or zero, or grad log pi(x)."""
+        if self.base_drift_kind == "zero":
+            return torch.zeros_like(x)
+        if target_score is None:
+            raise ValueError("the annealed base drift needs the target score")
+        score = drift_target_score(
+            x, target_score, self.target, self.score_clip, self.differentiate_score
+        )
+        beta = self._split(terms)[0]
+        if beta is None:
+            return score
+        return torch.lerp(self.prior.score(x), score, beta)
+
+    def forward_control(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor | None:
+        """The forward network's control (None without one)."""
+        if self.forward_network is None:
+            return None
+        return _control(
+            self.forward_network, x, self._split(terms)[1], self._network_score(target_score)
+        )
+
+    def backward_control(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor | None:
+        """The backward network's control (None without one)."""
+        if self.backward_network is None:
+            return None
+        return _control(
+            self.backward_network, x, self._split(terms)[2], self._network_score(target_score)
+        )
+
+
+class MCD(AnnealedLangevinSampler):
+    """Monte Carlo Diffusion: uncontrolled annealed Langevin forward, learned backward v."""
+
+    roles = ("backward",)
+
+
+class CMCD(AnnealedLangevinSampler):
+    """Controlled Monte Carlo Diffusion: forward control u = network, backward v = -u."""
+
+    roles = ("forward",)
+
+    def backward_control(
+        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+    ) -> Tensor:
+        """-u_n(x)."""
+        return -self.forward_control(x, target_score, terms)
+
+    def controls(
+        self,
+        x: Tensor,
+        target_score: Tensor | None,
+        terms: tuple[Tensor, ...],
+        forward: bool,
+        backward: bool,
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(u, -u) from one network evaluation."""
+        u = self.forward_control(x, target_score, terms) if forward or backward else None
+        return (u if forward else None), (-u if backward else None)
+
+
+class DBS(AnnealedLangevinSampler):
+    """Diffusion Bridge Sampler: forward and backward controls from two networks.
+
+    The base drift is `drift.dbs_base_drift`: annealed Langevin, zero, or grad log pi.
+    """
+
+    roles = ("forward", "backward")
+
+    @classmethod
+    def drift_kind(cls, drift: DriftConfig) -> str:
+        """`drift.dbs_base_drift`."""
+        return drift.dbs_base_drift
 
 
 def _build_dis(
@@ -82,7 +271,43 @@ def _build_dis(
     )
 
 
-SAMPLERS: dict[str, Callable[..., Sampler]] = {"dis": _build_dis}
+def _annealed_builder(cls: type[AnnealedLangevinSampler]) -> Callable[..., Sampler]:
+    """The builder of `cls`: one network per role, by default without the target score input.
+
+    As in the authors' code: the base drift already holds grad log pi, and a detached score
+    input makes the reparameterised gradient miss its dependence on x.
+    """
+
+    def build(
+        config: TrainerConfig,
+        prior: GaussianMixturePrior,
+        target: Target,
+        generator: torch.Generator | None,
+    ) -> Sampler:
+        network = config.network.with_defaults(use_target_score=False, score_scale_init=0.0)
+        networks = {
+            f"{role}_network": ControlNetwork(target.dim, network, generator) for role in cls.roles
+        }
+        return cls(
+            prior,
+            target,
+            TimeSchedule(config.time, target.dim),
+            config.drift,
+            **networks,
+            loss=config.loss,
+            checkpoint_steps=config.checkpoint_steps,
+            compile_step=config.compile,
+        )
+
+    return build
+
+
+SAMPLERS: dict[str, Callable[..., Sampler]] = {
+    "dis": _build_dis,
+    "mcd": _annealed_builder(MCD),
+    "cmcd": _annealed_builder(CMCD),
+    "dbs": _annealed_builder(DBS),
+}
 
 
 def build_sampler(
@@ -95,4 +320,14 @@ def build_sampler(
     return SAMPLERS[config.sampler](config, prior, target, generator)
 
 
-__all__ = ["DIS", "SAMPLERS", "Rollout", "Sampler", "build_sampler"]
+__all__ = [
+    "CMCD",
+    "DBS",
+    "DIS",
+    "MCD",
+    "SAMPLERS",
+    "AnnealedLangevinSampler",
+    "Rollout",
+    "Sampler",
+    "build_sampler",
+]

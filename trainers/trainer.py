@@ -17,6 +17,7 @@ from torch import Tensor
 
 import targets
 from targets.base import Target
+from trainers.annealing import Annealing, tempered
 from trainers.config import TrainerConfig
 from trainers.imr import imr_due, propose_component
 from trainers.metrics import evaluate_samples
@@ -25,8 +26,8 @@ from trainers.samplers import Sampler, build_sampler
 
 Executor = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
-TENSORS_FILE = "trainer.safetensors"
-META_FILE = "trainer.json"
+TENSORS_FILE = "model.safetensors"
+META_FILE = "config.json"
 STATE_FORMAT = 1
 
 # Independent random streams derived from the seed (keys of `derive_seed`).
@@ -46,10 +47,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _learning_rate_key(name: str) -> str:
-    """The `OptimConfig` learning rate that trains sampler parameter `name`."""
+    """The `OptimConfig` learning rate that trains sampler parameter `name`.
+
+    The betas of the annealed drift go with the time discretisation (lr_time).
+    """
     if name.startswith("prior."):
         return "lr_prior"
-    if name.startswith("schedule."):
+    if name.startswith(("schedule.", "betas.")):
         return "lr_time"
     return "lr_network"
 
@@ -98,8 +102,14 @@ class Trainer:
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(derive_seed(config.seed, _TRAIN))
         self.iteration = 0
+        self.annealing = Annealing(config.annealing)
         self.imr_events: list[dict[str, Any]] = []
-        self.history: dict[str, list[float]] = {"loss": [], "elbo": [], "grad_norm": []}
+        self.history: dict[str, list[float]] = {
+            "loss": [],
+            "elbo": [],
+            "grad_norm": [],
+            "temperature": [],
+        }
 
     def _build_optimizer(self) -> torch.optim.Adam:
         lrs = self.config.optim.model_dump()
@@ -126,13 +136,22 @@ class Trainer:
         return {**metrics, **self._model_metrics()}
 
     def _iterate(self) -> dict[str, float]:
-        loss, stats = self.sampler.loss(self.config.batch_size, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        """One training step; its `elbo`, `log_z` and `ess` are at its `temperature`."""
+        temperature = self.annealing.temperature(self.iteration)
+        with tempered(self.sampler, temperature):  # backward too: it may read the target
+            loss, stats = self.sampler.loss(self.config.batch_size, self.generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         grad_norm = self._clean_and_clip_gradients()
         self.optimizer.step()
         self.iteration += 1
-        metrics = {"loss": float(loss.detach()), **stats, "grad_norm": grad_norm}
+        self.annealing.observe(stats["ess"])
+        metrics = {
+            "loss": float(loss.detach()),
+            **stats,
+            "grad_norm": grad_norm,
+            "temperature": temperature,
+        }
         for key, values in self.history.items():
             values.append(metrics[key])
         cfg = self.config
@@ -222,6 +241,7 @@ class Trainer:
             "config": self.config.model_dump(mode="json"),
             "imr_events": json.loads(json.dumps(self.imr_events)),
             "history": {k: list(v) for k, v in self.history.items()},
+            "annealing": self.annealing.state(),
         }
         return tensors, meta
 
@@ -254,32 +274,46 @@ class Trainer:
                 if entry:
                     optim_state["state"][index] = entry
         self.optimizer.load_state_dict(optim_state)
-        self.generator.set_state(tensors["rng/train"])
+        if "rng/train" in tensors:  # absent from exports (a sampler, not a training run)
+            self.generator.set_state(tensors["rng/train"])
         self.iteration = int(tensors["iteration"])
         self.imr_events = list(meta.get("imr_events", []))
         self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
+        if "annealing" in meta:
+            self.annealing.load_state(meta["annealing"])
 
     def save(self, path: str | Path) -> Path:
         """Write `state()` into directory `path` (safetensors + JSON, no pickle)."""
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors, meta = self.state()
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / TENSORS_FILE
-        )
-        (directory / META_FILE).write_text(json.dumps(meta, indent=1))
-        return directory
+        return write_state(path, *self.state())
 
     @classmethod
     def load(
         cls, path: str | Path, target: Target | None = None, executor: Executor = map
     ) -> Trainer:
-        """The trainer saved by `save(path)`."""
-        directory = Path(path)
-        meta = json.loads((directory / META_FILE).read_text())
-        return cls.from_state(load_file(directory / TENSORS_FILE), meta, target, executor)
+        """The trainer saved by `save(path)` (a checkpoint) or by `gmp export` (a sampler)."""
+        return cls.from_state(*read_state(path), target, executor)
+
+
+def write_state(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors (safetensors) and metadata (JSON) into directory `path`; no pickle."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, directory / TENSORS_FILE
+    )
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+def read_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and metadata in directory `path`; `FileNotFoundError` naming a missing file."""
+    directory = Path(path)
+    for name in (TENSORS_FILE, META_FILE):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name}: no such file (not a gmp model folder)")
+    return load_file(directory / TENSORS_FILE), json.loads((directory / META_FILE).read_text())
 
 
 def load(path: str | Path, target: Target | None = None, executor: Executor = map) -> Trainer:
-    """A trainer saved with `Trainer.save(path)`."""
+    """A trainer from a folder written by `Trainer.save` or `gmp export`; `.sample(n)` draws."""
     return Trainer.load(path, target, executor)

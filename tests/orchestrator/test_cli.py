@@ -27,6 +27,6 @@ def test_targets_lists_every_target_with_its_facts():
 
 def test_unknown_command_and_help_exit_codes():
     assert subprocess.run([*GMP, "nope"], capture_output=True, timeout=60).returncode == 2
-    for args in ([], ["study"], ["study", "run"], ["train"], ["ui"]):
+    for args in ([], ["study"], ["study", "run"], ["train"], ["ui"], ["report"], ["export"]):
         result = subprocess.run([*GMP, *args, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: gmp" in result.stdout

@@ -48,6 +48,18 @@ def test_valid_study_maps_onto_trainer_configs():
     assert config.target.name == "gmm40" and config.target.kwargs == {"dim": 2}
 
 
+@pytest.mark.parametrize("sampler", ["dis", "mcd", "cmcd", "dbs"])
+def test_every_sampler_and_its_drift_settings_are_valid(sampler):
+    data = _with("sampler", sampler)
+    del data["search_space"]["time.n_steps"]  # also fixed
+    data["fixed"]["drift"] = {"score_clip": 10.0}
+    data["search_space"]["drift.learn_betas"] = {"type": "categorical", "choices": [True, False]}
+    spec = parse_spec(data)
+    config = spec.trainer_config({"prior.k_max": 1, "drift.learn_betas": False})
+    assert config.sampler == sampler
+    assert config.drift.score_clip == 10.0 and config.drift.learn_betas is False
+
+
 BAD = [
     ("unknown top-level key", _with("trails", 3), "trails: Extra inputs are not permitted"),
     ("unknown nested key", _with("budget/trails", 3), "budget.trails: Extra inputs"),
@@ -81,6 +93,7 @@ BAD = [
         "a log range needs low > 0",
     ),
     ("unknown target", _with("target/name", "nope"), "unknown target 'nope'"),
+    ("unknown sampler", _with("sampler", "pis"), "sampler: Input should be 'dis', 'mcd'"),
     ("unknown target argument", _with("target/kwargs", {"dims": 2}), "no argument(s) dims"),
     (
         "metric the target cannot give",
