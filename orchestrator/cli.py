@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.spec import CategoricalParam, SpecError, StudySpec, load_spec
+
+if TYPE_CHECKING:
+    from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_ROOT = Path("gmp-runs")
@@ -68,13 +71,17 @@ def _root(args: argparse.Namespace, spec: StudySpec | None = None) -> Path:
 
 def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     from orchestrator.driver import StudyConflictError, StudyLocations, run_study
+    from orchestrator.recovery import StudyBusyError
 
     spec, text = _load(args.file)
     root = _root(args, spec)
     try:
-        results = run_study(spec, text, root=root, address=args.address)
+        results = run_study(spec, text, root=root, address=args.address, join=args.join)
     except StudyConflictError as err:
         raise BadInputError(str(err)) from None
+    except StudyBusyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     where = StudyLocations.resolve(spec, root)
     _print_status(console, where.optuna_url, where.mlflow_uri, spec.name)
     errors = [r for r in results if r.error is not None]
@@ -85,14 +92,42 @@ def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
-    from storage.layout import StudyPaths
+def _cmd_study_submit(args: argparse.Namespace, console: Console) -> int:
+    from orchestrator.submit import ClusterAccessError, SubmitInputError, submit_study
 
-    paths = StudyPaths(_root(args))
-    optuna_url = args.optuna_url or paths.optuna_url
-    mlflow_uri = args.mlflow_uri or paths.mlflow_uri
+    spec, _ = _load(args.file)
     try:
-        _print_status(console, optuna_url, mlflow_uri, args.name)
+        job = submit_study(spec, Path(args.file), args.address, root=args.root, follow=args.follow)
+    except SubmitInputError as err:
+        raise BadInputError(str(err)) from None
+    except ClusterAccessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    if job.status in (None, "SUCCEEDED"):
+        return EXIT_OK
+    return EXIT_BAD_INPUT if job.exit_code == EXIT_BAD_INPUT else EXIT_FAILURE
+
+
+def _study_locations(args: argparse.Namespace, name: str) -> tuple[str, StudyLocations]:
+    """The study's name and storage from NAME or its study file, --root and the URL options."""
+    from orchestrator.driver import StudyLocations
+
+    root, optuna_url, mlflow_uri = _root(args), args.optuna_url, args.mlflow_uri
+    if Path(name).suffix in (".yaml", ".yml"):  # a study file: its name and storage URLs
+        spec, _ = _load(name)
+        name, root = spec.name, _root(args, spec)
+        optuna_url = optuna_url or spec.storage.optuna_url
+        mlflow_uri = mlflow_uri or spec.storage.mlflow_uri
+    try:
+        return name, StudyLocations.named(name, root, optuna_url, mlflow_uri)
+    except ValueError as err:  # e.g. a name with a path separator or '..'
+        raise BadInputError(str(err)) from None
+
+
+def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
+    name, where = _study_locations(args, args.name)
+    try:
+        _print_status(console, where.optuna_url, where.mlflow_uri, name)
     except KeyError as err:
         raise BadInputError(str(err.args[0])) from None
     return EXIT_OK
@@ -133,10 +168,11 @@ def _short(value: Any) -> str:
 
 
 def _cmd_study_list(args: argparse.Namespace, console: Console) -> int:
+    from orchestrator.driver import OPTUNA_URL_ENV
     from orchestrator.status import list_studies
     from storage.layout import StudyPaths
 
-    url = args.optuna_url or StudyPaths(_root(args)).optuna_url
+    url = args.optuna_url or os.environ.get(OPTUNA_URL_ENV) or StudyPaths(_root(args)).optuna_url
     table = Table(title="gmp studies")
     for column in ("study", "trials", "best value", "direction", "started"):
         table.add_column(column)
@@ -238,12 +274,14 @@ def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.driver import MLFLOW_URI_ENV
     from storage.layout import StudyPaths
     from storage.records import RecordsError
     from storage.report import write_report
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(args.mlflow_uri or StudyPaths(_root(args)).mlflow_uri)
+    uri = args.mlflow_uri or os.environ.get(MLFLOW_URI_ENV) or StudyPaths(_root(args)).mlflow_uri
+    client = MlflowClient(uri)
     try:
         report = write_report(client, args.studies, args.out, log_to_parent=not args.no_log)
     except RecordsError as err:
@@ -252,6 +290,29 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
         f"report on {len(report.groups)} groups of {sum(len(g.trials) for g in report.groups)} "
         f"trials ({len(report.left_out)} left out): {Path(args.out) / 'report.html'}"
     )
+    return EXIT_OK
+
+
+# -- export ----------------------------------------------------------------------------------
+def _cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from storage.export import ExportInputError, MissingCheckpointError, export_trial, register
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    name, where = _study_locations(args, args.study)
+    try:
+        out = export_trial(where.optuna_url, where.mlflow_uri, name, args.out, args.trial)
+    except (ExportInputError, FileExistsError) as err:
+        raise BadInputError(str(err)) from None
+    except MissingCheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    console.print(f"exported study {name} to {out}")
+    if args.register:
+        version = register(out, args.register, where.mlflow_uri)
+        console.print(
+            f"registered as models:/{args.register}/{version.version} "
+            f"(alias: models:/{args.register}@{', '.join(version.aliases)})"
+        )
     return EXIT_OK
 
 
@@ -273,17 +334,38 @@ def build_parser() -> argparse.ArgumentParser:
     run = study_commands.add_parser("run", help="run (or resume) the study in FILE")
     run.add_argument("file", metavar="FILE", help="study file (YAML)")
     run.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    run.add_argument(
+        "--join",
+        action="store_true",
+        help="run more trials alongside a driver that already runs this study",
+    )
     root_option(run)
     run.set_defaults(handler=_cmd_study_run)
+    submit = study_commands.add_parser("submit", help="run the study in FILE as a Ray job")
+    submit.add_argument("file", metavar="FILE", help="study file (YAML)")
+    submit.add_argument(
+        "--address", required=True, help="the cluster's Ray dashboard, e.g. http://127.0.0.1:8265"
+    )
+    submit.add_argument("--follow", action="store_true", help="stream the job's log to its end")
+    submit.add_argument(
+        "--root", help="records folder on the cluster (default: the file's, under $HOME there)"
+    )
+    submit.set_defaults(handler=_cmd_study_submit)
     status = study_commands.add_parser("status", help="trials, states, progress, best trial")
-    status.add_argument("name", metavar="NAME", help="study name")
+    status.add_argument("name", metavar="NAME", help="study name, or its study file (YAML)")
     root_option(status)
-    status.add_argument("--optuna-url", help="Optuna storage URL (default: under --root)")
-    status.add_argument("--mlflow-uri", help="MLflow tracking URI (default: under --root)")
+    status.add_argument(
+        "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
+    )
+    status.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
+    )
     status.set_defaults(handler=_cmd_study_status)
     listing = study_commands.add_parser("list", help="every study in the storage")
     root_option(listing)
-    listing.add_argument("--optuna-url", help="Optuna storage URL (default: under --root)")
+    listing.add_argument(
+        "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
+    )
     listing.set_defaults(handler=_cmd_study_list)
 
     train = commands.add_parser("train", help="train one trial of FILE in-process (no Ray)")
@@ -305,11 +387,33 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("studies", metavar="STUDY", nargs="+", help="study names")
     report.add_argument("--out", required=True, metavar="DIR", help="output folder")
     root_option(report)
-    report.add_argument("--mlflow-uri", help="MLflow tracking URI (default: under --root)")
+    report.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
+    )
     report.add_argument(
         "--no-log", action="store_true", help="do not log the report on the parent runs"
     )
     report.set_defaults(handler=_cmd_report)
+
+    export = commands.add_parser(
+        "export", help="a trial as a sampler folder (safetensors, JSON, model card)"
+    )
+    export.add_argument("study", metavar="STUDY", help="study name, or its study file (YAML)")
+    export.add_argument(
+        "--trial", type=int, metavar="N", help="Optuna trial number (default: the best trial)"
+    )
+    export.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    export.add_argument(
+        "--register", metavar="NAME", help="also register in the MLflow Model Registry as NAME"
+    )
+    root_option(export)
+    export.add_argument(
+        "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
+    )
+    export.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
+    )
+    export.set_defaults(handler=_cmd_export)
 
     listing = commands.add_parser(
         "targets", help="list every target with its dimension and what is known about it"

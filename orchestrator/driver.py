@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from ray import tune
 
 import targets
 from orchestrator import tuning
-from orchestrator.spec import StudySpec
+from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
+from orchestrator.spec import Storage, StudySpec
 from storage.layout import StudyPaths
 from storage.optuna_storage import open_storage
-from storage.tracking import StudyTracker
+from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
 SPEC_ATTR = "gmp_spec"
@@ -41,16 +43,26 @@ class StudyLocations:
     @classmethod
     def resolve(cls, spec: StudySpec, root: Path | None = None) -> StudyLocations:
         """Spec URLs win, then environment variables, then files under the root."""
-        paths = StudyPaths(Path(root) if root is not None else spec.storage.root)
-        mlflow_uri = spec.storage.mlflow_uri or os.environ.get(MLFLOW_URI_ENV)
-        artifacts = None if mlflow_uri else paths.mlflow_artifacts / spec.name
+        root = Path(root) if root is not None else spec.storage.root
+        return cls.named(spec.name, root, spec.storage.optuna_url, spec.storage.mlflow_uri)
+
+    @classmethod
+    def named(
+        cls,
+        name: str,
+        root: Path,
+        optuna_url: str | None = None,
+        mlflow_uri: str | None = None,
+    ) -> StudyLocations:
+        """Study `name`'s storage: given URLs win, then environment variables, then the root."""
+        paths = StudyPaths(Path(root))
+        mlflow_uri = mlflow_uri or os.environ.get(MLFLOW_URI_ENV)
+        artifacts = None if mlflow_uri else paths.study_artifacts(name)
         return cls(
-            optuna_url=spec.storage.optuna_url
-            or os.environ.get(OPTUNA_URL_ENV)
-            or paths.optuna_url,
+            optuna_url=optuna_url or os.environ.get(OPTUNA_URL_ENV) or paths.optuna_url,
             mlflow_uri=mlflow_uri or paths.mlflow_uri,
             mlflow_artifacts=artifacts.as_uri() if artifacts else None,
-            experiment_dir=paths.experiment_dir(spec.name),
+            experiment_dir=paths.experiment_dir(name),
         )
 
 
@@ -104,19 +116,25 @@ def run_study(
     address: str | None = None,
     num_cpus: int | None = None,
     verbose: int = 1,
+    join: bool = False,
 ) -> tune.ResultGrid:
-    """Run (or resume) the study to its budget; returns Tune's results."""
+    """Run (or resume) the study to its budget; returns Tune's results.
+
+    Refuses (StudyBusyError) while another driver runs the study, unless `join`: then this
+    driver runs its own Tune experiment on the same Optuna study until the study's budget."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     where = StudyLocations.resolve(spec, root)
     storage = open_storage(where.optuna_url)
     register_study(spec, storage)
-    started = start_ray(address or spec.address, num_cpus)
-    try:
-        tuner = _tuner(spec, spec_text, where, storage, verbose)
-        return tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
+    experiment = joining_experiment(spec.name) if join else spec.name
+    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
+        started = start_ray(address or spec.address, num_cpus)
+        try:
+            tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
+            return tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _tuner(
@@ -125,26 +143,29 @@ def _tuner(
     where: StudyLocations,
     storage: optuna.storages.BaseStorage,
     verbose: int,
+    experiment: str,
 ) -> tune.Tuner:
     trainable = tuning.trainable(spec)
-    if tune.Tuner.can_restore(str(where.experiment_dir)):
-        return tune.Tuner.restore(
-            str(where.experiment_dir), trainable=trainable, resume_unfinished=True
-        )
+    tracking_uri = credentials_to_env(where.mlflow_uri)
+    experiment_dir = where.experiment_dir.parent / experiment
+    if tune.Tuner.can_restore(str(experiment_dir)):
+        return tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True)
+    reaper = OrphanReaper(where.optuna_url, spec.name, experiment, tracking_uri)
+    without_storage = spec.model_copy(update={"storage": Storage()})  # Tune pickles it
     single = len(spec.objective) == 1
     tracker = StudyTracker(
         study=spec.name,
-        tracking_uri=where.mlflow_uri,
+        tracking_uri=tracking_uri,
         artifact_location=where.mlflow_artifacts,
         optuna_url=where.optuna_url,
         spec_text=spec_text,
-        flat_config=lambda params: flat_trainer_config(spec, params),
+        flat_config=partial(flat_trainer_config, without_storage),
         log_density=_log_density(spec),
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=tuning.searcher(spec, storage),
+            search_alg=tuning.searcher(spec, storage, experiment),
             scheduler=tuning.scheduler(spec),
             num_samples=spec.budget.trials,
             metric=spec.primary.metric if single else None,
@@ -153,13 +174,13 @@ def _tuner(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=str(where.experiment_dir.parent),
+            name=experiment,
+            storage_path=str(experiment_dir.parent),
             failure_config=tune.FailureConfig(max_failures=spec.failures.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True
             ),
-            callbacks=[tracker],
+            callbacks=[reaper, tracker],
             verbose=verbose,
         ),
     )

@@ -19,9 +19,10 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.recovery import EXPERIMENT_ATTR, TUNE_ID_ATTR, counted_trials
 from orchestrator.spec import CategoricalParam, FloatParam, StudySpec
 from orchestrator.trainable import GMPTrainable
 
@@ -29,14 +30,24 @@ TUNE_MODES = {"maximize": "max", "minimize": "min"}
 
 
 class TaggedOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch that also stores the Tune trial id on each Optuna trial."""
+    """Ray's OptunaSearch that tags each Optuna trial with its Tune trial id and experiment, and
+    stops asking once the study holds `budget` trials (counted over every driver of the study).
+    """
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def __init__(self, *args: Any, experiment: str, budget: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.experiment = experiment
+        self.budget = budget
+
+    def suggest(self, trial_id: str) -> dict | str | None:
         """Ask Optuna for a configuration and tag the Optuna trial with `trial_id`."""
+        if counted_trials(self._ot_study.get_trials(deepcopy=False)) >= self.budget:
+            return Searcher.FINISHED
         params = super().suggest(trial_id)
         trial = self._ot_trials.get(trial_id)
-        if trial is not None and "tune_trial_id" not in trial.user_attrs:
-            trial.set_user_attr("tune_trial_id", trial_id)
+        if trial is not None and TUNE_ID_ATTR not in trial.user_attrs:
+            trial.set_user_attr(TUNE_ID_ATTR, trial_id)
+            trial.set_user_attr(EXPERIMENT_ATTR, self.experiment)
         return params
 
 
@@ -67,8 +78,12 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
-def searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> ConcurrencyLimiter:
-    """Optuna (with the study's persistent storage) as Tune's search algorithm."""
+def searcher(
+    spec: StudySpec, storage: optuna.storages.BaseStorage, experiment: str | None = None
+) -> ConcurrencyLimiter:
+    """Optuna (with the study's persistent storage) as Tune's search algorithm.
+
+    `experiment` names the Tune experiment asking (default: the study's own)."""
     metrics = [goal.metric for goal in spec.objective]
     modes = [TUNE_MODES[goal.direction] for goal in spec.objective]
     search = TaggedOptunaSearch(
@@ -78,6 +93,8 @@ def searcher(spec: StudySpec, storage: optuna.storages.BaseStorage) -> Concurren
         sampler=optuna_sampler(spec),
         study_name=spec.name,
         storage=storage,
+        experiment=experiment or spec.name,
+        budget=spec.budget.trials,
     )
     return ConcurrencyLimiter(search, max_concurrent=spec.concurrency)
 
@@ -119,5 +136,6 @@ def trial_resources(spec: StudySpec) -> tune.PlacementGroupFactory:
 
 def trainable(spec: StudySpec) -> Any:
     """The trial trainable with the spec bound and the trial's resources attached."""
-    bound = tune.with_parameters(GMPTrainable, spec_json=spec.model_dump_json())
+    spec_json = spec.model_dump_json(exclude={"storage"})  # trials need no storage URLs
+    bound = tune.with_parameters(GMPTrainable, spec_json=spec_json)
     return tune.with_resources(bound, trial_resources(spec))

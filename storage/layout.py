@@ -34,4 +34,15 @@ class StudyPaths:
 
     def experiment_dir(self, study: str) -> Path:
         """Tune's experiment folder of `study`."""
-        return self.tune_dir / study
+        return self.tune_dir / folder_name(study)
+
+    def study_artifacts(self, study: str) -> Path:
+        """Default MLflow artifact folder of `study`."""
+        return self.mlflow_artifacts / folder_name(study)
+
+
+def folder_name(study: str) -> str:
+    """`study` when it is safe as one folder name under the root; ValueError naming it if not."""
+    if study in ("", ".") or ".." in study or "/" in study or "\\" in study:
+        raise ValueError(f"study name {study!r} cannot name a folder: no '/', '\\' or '..' allowed")
+    return study

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -34,11 +35,9 @@ def load_study(url: str, name: str) -> optuna.Study:
         ) from None
 
 
-def redact(url: str) -> str:
-    """`url` with any password replaced by '***' (for logs and messages)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):\S*@")
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or any text with URLs in it) with every URL password replaced by '***'."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)

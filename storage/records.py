@@ -33,6 +33,7 @@ class TrialRecord:
     run_id: str
     state: str
     params: dict[str, Any]
+    tracking_uri: str = ""
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
@@ -105,6 +106,7 @@ def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
                 run_id=run.info.run_id,
                 state=run.data.tags.get(STATE_TAG, run.info.status),
                 params={k: _value(v) for k, v in run.data.params.items()},
+                tracking_uri=client.tracking_uri,
             )
             for metric in (*REPORTED_METRICS, "train_elbo"):
                 if metric in run.data.metrics:
@@ -127,10 +129,9 @@ def parent_run_id(client: MlflowClient, study: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def trial_samples(
-    client: MlflowClient, record: TrialRecord
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def trial_samples(record: TrialRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The trial's last evaluation samples (samples, log weights, components), if recorded."""
+    client = MlflowClient(record.tracking_uri)
     names = {item.path for item in client.list_artifacts(record.run_id, "samples")}
     if "samples/samples.parquet" not in names:
         return None

@@ -205,7 +205,7 @@ class _Section:
     figures: list[tuple[str, Path]]
 
 
-def _render_sections(report: Report, out: Path, client: MlflowClient) -> list[_Section]:
+def _render_sections(report: Report, out: Path) -> list[_Section]:
     sections = []
     for (target, sampler), groups in _sections(report).items():
         title = f"{target}, {sampler.upper()}"
@@ -225,7 +225,7 @@ def _render_sections(report: Report, out: Path, client: MlflowClient) -> list[_S
             figures.append(("ELBO during training", curves))
         for group in groups:
             best = max(group.trials, key=lambda t: _finite_or(t.final("elbo"), -math.inf))
-            drawn = trial_samples(client, best)
+            drawn = trial_samples(best)
             if drawn is None:
                 continue
             samples, _, components = drawn
@@ -321,15 +321,30 @@ def write_report(
     With `log_to_parent` the folder is also logged under `report/` on each study's parent run.
     Raises `RecordsError` for a study that is not in the store.
     """
+    records = collect(client, studies)
+    return render_report(records, studies, out, commit=commit, log_to_parent=log_to_parent)
+
+
+def render_report(
+    records: Sequence[TrialRecord],
+    studies: Sequence[str],
+    out: str | Path,
+    *,
+    commit: str | None = None,
+    log_to_parent: bool = True,
+) -> Report:
+    """`write_report` for records already collected (possibly from several MLflow stores)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(collect(client, studies), studies)
-    sections = _render_sections(report, out, client)
+    report = build_report(records, studies)
+    sections = _render_sections(report, out)
     markdown = _markdown(report, sections, commit)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_html(report, sections, markdown.split("\n")[2]))
     if log_to_parent:
-        for study in studies:
+        stores = {r.study: r.tracking_uri for r in records}
+        for study, uri in stores.items():
+            client = MlflowClient(uri)
             run_id = parent_run_id(client, study)
             if run_id is not None:
                 client.log_artifacts(run_id, str(out), artifact_path="report")

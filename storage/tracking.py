@@ -9,10 +9,13 @@ study file, Optuna's plots and the trials table.
 from __future__ import annotations
 
 import math
+import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
@@ -39,8 +42,10 @@ CURVE_METRICS = (
     "train_loss",
     "active_k",
     "train_time_horizon",
+    "train_temperature",
 )
 SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
+_FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
 
 
 class StudyTracker(MLflowLoggerCallback):
@@ -66,7 +71,7 @@ class StudyTracker(MLflowLoggerCallback):
         self.study = study
         self.artifact_location = artifact_location
         self.optuna_url = optuna_url
-        self.spec_text = spec_text
+        self.spec_text = redact(spec_text)  # the copy logged (and pickled by Tune)
         self.flat_config = flat_config
         self.log_density = log_density
 
@@ -210,13 +215,50 @@ class StudyTracker(MLflowLoggerCallback):
         return None
 
 
+def credentials_to_env(tracking_uri: str) -> str:
+    """An http(s) `tracking_uri` without its user:password, which go to MLflow's
+    MLFLOW_TRACKING_USERNAME/PASSWORD instead: then no URL that MLflow prints (run links) or
+    Tune pickles (callbacks) carries the password. Other URIs are returned unchanged."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or parts.password is None:
+        return tracking_uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def failure_reason(trial: Trial) -> str:
-    """The exception line of a failed trial's error trace (e.g. 'TrialFailedError: ...')."""
+    """Why a trial failed, from its last failure in Tune's error file, and how often it failed.
+
+    The exception line (e.g. 'TrialFailedError: ...'), else the first line of the message (e.g.
+    'The actor died unexpectedly ...' for a killed actor, with its pid)."""
     local = Path(trial.error_file) if trial.error_file else None
     text = local.read_text() if local is not None and local.is_file() else trial.get_error()
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    last = _FAILURE_HEADER.split(text or "")[-1]
+    lines = [line.strip() for line in last.splitlines() if line.strip()]
     exception_lines = [line for line in lines if "Error: " in line or "Exception: " in line]
-    return (exception_lines or lines or ["unknown error"])[-1]
+    reason = exception_lines[-1] if exception_lines else (lines or ["unknown error"])[0]
+    pid = next((line for line in lines if line.startswith("pid: ")), None)
+    if not exception_lines and pid:
+        reason += f" ({pid})"
+    failures = trial.run_metadata.num_failures
+    return f"{reason} [failure {failures}; max_failures {trial.max_failures}]"
+
+
+def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], reason: str) -> None:
+    """Mark the still-running MLflow runs of these Tune trials KILLED, with the reason."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        return
+    for trial_id in trial_ids:
+        query = f"tags.`{STUDY_TAG}` = '{study}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+        for run in client.search_runs([experiment.experiment_id], filter_string=query):
+            if run.info.status != "RUNNING":
+                continue
+            tags = [RunTag(STATE_TAG, "ORPHANED"), RunTag(ERROR_TAG, reason)]
+            client.log_batch(run.info.run_id, tags=tags)
+            client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def _optuna_plots(study: Any, folder: Path) -> None:

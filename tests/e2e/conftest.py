@@ -33,6 +33,14 @@ SMALL_STUDY: dict[str, Any] = {
     "failures": {"max_failures": 1},
 }
 
+# One mixture component and no IMR: an evaluation takes a fraction of a second.
+FAST: dict[str, Any] = {
+    "fixed": {**SMALL_STUDY["fixed"], "prior": {"init_std": 3.0, "k_max": 1}},
+    "search_space": {"optim.lr_network": {"type": "float", "low": 1e-3, "high": 1e-2}},
+    "search": {"algorithm": "random"},
+}
+"""Top-level changes of SMALL_STUDY for studies whose trials must be quick (fault tests)."""
+
 
 def study_file(folder: Path, **changes: Any) -> Path:
     """Write SMALL_STUDY with top-level `changes` into folder/<name>.yaml."""

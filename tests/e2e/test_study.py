@@ -59,8 +59,8 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
             assert steps == [10, 20, 30], (metric, steps)
         files = _artifacts(client, run.info.run_id)
         assert {
-            "checkpoint/trainer.safetensors",
-            "checkpoint/trainer.json",
+            "checkpoint/model.safetensors",
+            "checkpoint/config.json",
             "samples/samples.parquet",
             "plots/samples.png",
             "plots/training_curves.png",

@@ -1,0 +1,67 @@
+"""Secrets and paths: URL passwords are redacted, names that would leave the records are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from storage.layout import StudyPaths
+from storage.optuna_storage import redact
+from storage.tracking import credentials_to_env
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("postgresql+psycopg://gmp:s3cret@db:5432/gmp", "postgresql+psycopg://gmp:***@db:5432/gmp"),
+        ("http://u:p%40ss/w@127.0.0.1:5000", "http://u:***@127.0.0.1:5000"),
+        ("postgresql://gmp:p@ss@db/gmp", "postgresql://gmp:***@db/gmp"),  # raw '@' in it
+        ("sqlite:////runs/optuna.db", "sqlite:////runs/optuna.db"),
+        ("http://user@host:5000/x", "http://user@host:5000/x"),  # no password
+        (
+            'storage:\n  mlflow_uri: "https://a:b1@mlflow:443/"\n  optuna_url: postgresql://c:d2@pg/x\n',
+            'storage:\n  mlflow_uri: "https://a:***@mlflow:443/"\n  optuna_url: postgresql://c:***@pg/x\n',
+        ),
+    ],
+    ids=["postgres", "encoded", "raw at", "sqlite", "user only", "study file"],
+)
+def test_redact_hides_every_url_password(text, redacted):
+    assert redact(text) == redacted
+
+
+def test_tracking_credentials_move_from_the_url_to_mlflows_variables(monkeypatch):
+    for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(variable, raising=False)
+    for unchanged in ("http://127.0.0.1:5000", "https://user@host", "sqlite:////r/mlflow.db"):
+        assert credentials_to_env(unchanged) == unchanged
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    assert credentials_to_env("https://gmp:p%40ss@mlflow:8443/x") == "https://mlflow:8443/x"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "gmp"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "", "a\\b", "x..y"])
+def test_a_study_name_that_would_leave_the_root_names_no_folder(name):
+    paths = StudyPaths(Path("runs"))
+    with pytest.raises(ValueError, match="cannot name a folder"):
+        paths.experiment_dir(name)
+    with pytest.raises(ValueError, match="cannot name a folder"):
+        paths.study_artifacts(name)
+
+
+def test_an_artifact_path_with_parent_steps_is_refused_and_writes_nothing(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = tmp_path / "artifacts"
+    experiment = client.create_experiment("safe", artifact_location=store.as_uri())
+    run = client.create_run(experiment).info.run_id
+    file = tmp_path / "study.yaml"
+    file.write_text("name: safe\n")
+    with pytest.raises(MlflowException, match="Invalid artifact path"):
+        client.log_artifact(run, str(file), artifact_path="../../escape")
+    assert not list(tmp_path.glob("**/escape"))
+    client.log_artifact(run, str(file), artifact_path="study")
+    assert [f.path for f in client.list_artifacts(run, "study")] == ["study/study.yaml"]
