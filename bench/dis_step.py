@@ -8,7 +8,8 @@ Peak memory is the growth of the process's maximum resident set size (getrusage)
 training iterations (warm-up included) on the CPU, torch.cuda.max_memory_allocated on CUDA.
 "cpu s" is the process's CPU time per iteration (threads added up): a check on contention from
 other work on the machine. The JAX column is the authors' implementation measured on this
-machine class (PAPER.md §7); ratio = ours / JAX.
+machine class (PAPER.md §7); ratio = ours / JAX. bench/dis_vs_jax.py measures the JAX step
+beside ours in the same run instead (a quoted anchor cannot see this machine's load).
 """
 
 from __future__ import annotations
@@ -37,8 +38,20 @@ SETTINGS = {
 JAX_SECONDS = {"funnel": (1.28, 1.45), "credit": (0.88, None), "gmm40": (1.31, None)}
 
 
+def limit_threads(threads: int) -> None:
+    """Confine this process to `threads` CPUs when that is fewer than it may use.
+
+    Thread-pool settings differ between libraries (torch, XLA); CPU affinity bounds them all the
+    same way, so that two implementations compared at "1 thread" really use one core each.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads < len(allowed):
+        os.sched_setaffinity(0, allowed[:threads])
+
+
 def run_one(spec: dict) -> dict:
     """Build a trainer for `spec`, time `iters` iterations after `warmup`; a result row."""
+    limit_threads(spec["threads"])
     import torch
 
     from trainers import Trainer, TrainerConfig

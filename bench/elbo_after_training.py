@@ -4,6 +4,7 @@ Prints one row per (target, K): evaluation ELBO (2000 samples), log Z estimate, 
 The default budget is reduced for a 2-core CPU (batch and N below the paper's) and printed.
 
 Usage: python bench/elbo_after_training.py [--iters 2000] [--batch 500] [--steps 64]
+       python bench/elbo_after_training.py --quick    # smoke run: 20 iterations, batch 64, N = 16
 """
 
 from __future__ import annotations
@@ -37,13 +38,17 @@ def run(job: tuple[str, int, argparse.Namespace]) -> tuple[str, int, dict[str, f
 
 
 def main() -> None:
+    """Train every (target, K) configuration in a process pool and print its evaluation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--steps", type=int, default=64, help="diffusion steps N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="20 iterations, batch 64, N = 16")
     args = parser.parse_args()
+    if args.quick:
+        args.iters, args.batch, args.steps = 20, 64, 16
     print(
         f"budget: {args.iters} iterations, batch {args.batch}, N = {args.steps}, seed {args.seed}"
     )

@@ -58,10 +58,24 @@ class LogisticRegression(Target):
         x = x.detach()
         rows = self.buffer("signed_design", x)
         margins = x @ rows.T
-        score = torch.sigmoid(-margins) @ rows
+        log_prob = self._log_prob(x, margins)
+        return log_prob, self._score(x, margins, rows)
+
+    def score(self, x: Tensor) -> Tensor:
+        """grad_x log rho(x) in closed form, without evaluating log rho."""
+        x = x.detach()
+        rows = self.buffer("signed_design", x)
+        return self._score(x, x @ rows.T, rows)
+
+    def _score(self, x: Tensor, margins: Tensor, rows: Tensor) -> Tensor:
+        """sum_i sigmoid(-m_i) s_i x_i (- w / prior_scale^2) from the margins m = x @ rows.T.
+
+        Overwrites `margins` (in place: no second [B, N] buffer in the integrator's hot loop).
+        """
+        score = torch.sigmoid_(margins.neg_()) @ rows
         if self.prior_scale is not None:
             score = score - x / self.prior_scale**2
-        return self._log_prob(x, margins), score
+        return score
 
     def _log_prob(self, x: Tensor, margins: Tensor) -> Tensor:
         lp = F.logsigmoid(margins).sum(-1)
