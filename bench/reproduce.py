@@ -191,7 +191,7 @@ def run_studies(args: argparse.Namespace) -> list[str]:
     import ray
 
     from orchestrator.driver import run_study
-    from orchestrator.spec import StudySpec
+    from orchestrator.spec import parse_spec
 
     args.root.mkdir(parents=True, exist_ok=True)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
@@ -201,7 +201,7 @@ def run_studies(args: argparse.Namespace) -> list[str]:
             for sampler in args.samplers:
                 for variant in args.variants:
                     data = study(target, sampler, variant, args.seeds, args.iterations)
-                    spec = StudySpec.model_validate(data)
+                    spec = parse_spec(data)
                     t0 = time.perf_counter()
                     run_study(spec, yaml.safe_dump(data, sort_keys=False), args.root, verbose=0)
                     names.append(spec.name)

@@ -229,7 +229,10 @@ class StudySpec(_Strict):
             annealing.setdefault("iterations", self.budget.iterations)
         data["target"] = self.target.model_dump()
         data["sampler"] = self.sampler
-        data["seed"] = self.seed if seed is None else seed
+        if seed is not None:
+            data["seed"] = seed
+        else:  # a seed in `fixed` or searched (replicates) wins over the study's
+            data.setdefault("seed", self.seed)
         return TrainerConfig.model_validate(data)
 
 
@@ -352,7 +355,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
 
 def _is_config_path(path: str) -> bool:
     keys = path.split(".")
-    if keys[0] in ("target", "sampler", "seed"):
+    if keys[0] in ("target", "sampler"):
         return False
     model: type[BaseModel] | None = TrainerConfig
     for key in keys:

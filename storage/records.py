@@ -68,7 +68,10 @@ class TrialRecord:
 
     @property
     def k(self) -> int:
-        """K_max, the number of prior components the trial could use."""
+        """The components the trial's prior ends with: K_max, or k_init when no IMR adds any."""
+        k_init = self.params.get("prior.k_init")
+        if not self.params.get("imr.enabled", False) and isinstance(k_init, int):
+            return k_init
         return int(self.params["prior.k_max"])
 
     @property

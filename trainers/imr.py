@@ -102,7 +102,7 @@ def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandi
     if target is None:
         target = _cached_target(item.target_name, item.target_kwargs)
     cfg = MalaConfig(**item.mala)
-    x0 = torch.as_tensor(item.init_states, dtype=getattr(torch, item.dtype))
+    x0 = torch.tensor(item.init_states, dtype=getattr(torch, item.dtype))  # a copy: read-only
     result = run_mala(
         target.log_prob_and_score,
         x0,

@@ -48,6 +48,15 @@ def test_valid_study_maps_onto_trainer_configs():
     assert config.target.name == "gmm40" and config.target.kwargs == {"dim": 2}
 
 
+def test_a_searched_seed_gives_replicates_and_the_study_seed_is_the_default():
+    data = _with("search_space/seed", {"type": "categorical", "choices": [0, 1, 2]})
+    data["seed"] = 5
+    del data["search_space"]["time.n_steps"]
+    spec = parse_spec(data)
+    assert [spec.trainer_config({"seed": s}).seed for s in (0, 1, 2)] == [0, 1, 2]
+    assert spec.trainer_config({}).seed == 5
+
+
 @pytest.mark.parametrize("sampler", ["dis", "mcd", "cmcd", "dbs"])
 def test_every_sampler_and_its_drift_settings_are_valid(sampler):
     data = _with("sampler", sampler)

@@ -42,6 +42,10 @@ def test_variants_follow_the_paper_families():
     assert _record("a", k=1, params={"annealing.schedule": "none"}).variant == (
         "Gaussian (learned)"
     )
+    # a mixture that starts with one component stays one Gaussian without IMR
+    assert _record("a", k=10, params={"prior.k_init": 1}).variant == "Gaussian (learned)"
+    assert _record("a", k=10, imr=True, params={"prior.k_init": 1}).variant == "GMP+IMR"
+    assert _record("a", k=10, params={"prior.k_init": None}).k == 10
 
 
 def test_final_value_is_the_mean_of_the_last_five_evaluations():
