@@ -104,11 +104,14 @@ def run_one(spec: dict) -> dict:
     }
 
 
-def run_isolated(spec: dict) -> dict:
-    """`run_one(spec)` in a fresh interpreter, so that memory peaks do not mix."""
+def run_isolated(spec: dict, script: str | Path = __file__) -> dict:
+    """`script --one spec` (default: `run_one(spec)`) in a fresh interpreter; its result row.
+
+    Each configuration gets its own process so that memory peaks and thread pools do not mix.
+    """
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(spec)],
+        [sys.executable, str(script), "--one", json.dumps(spec)],
         capture_output=True,
         text=True,
         env=env,

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,17 +34,7 @@ JAX_TARGETS = ("funnel", "credit", "gmm40")
 
 def run_jax(spec: dict) -> dict:
     """`jax_dis_step.run_one(spec)` in a fresh interpreter; its row, or one with an error."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "jax_dis_step.py"), "--one", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return {**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_isolated(spec, BENCH / "jax_dis_step.py")
 
 
 def specs(args: argparse.Namespace, target: str, cache_dir: str) -> dict[str, dict]:
