@@ -197,6 +197,7 @@ class StudyTracker(MLflowLoggerCallback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Optuna's optimisation history and importances, and the trials table, on the parent."""
         super().on_experiment_end(trials, **info)
+        self._end_runs_left_open(trials)
         study = load_study(self.optuna_url, self.study)
         with tempfile.TemporaryDirectory() as tmp:
             table = study.trials_dataframe(multi_index=False)
@@ -206,6 +207,19 @@ class StudyTracker(MLflowLoggerCallback):
         finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.client.set_tag(self.parent_run_id, "gmp.optuna_storage", redact(self.optuna_url))
         self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
+
+    def _end_runs_left_open(self, trials: list[Trial]) -> None:
+        """End the runs of trials that ended before a restart while their driver died."""
+        for trial in trials:
+            if trial in self._trial_runs or trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            query = (
+                f"tags.`{STUDY_TAG}` = '{self.study}' and tags.`{TRIAL_TAG}` = '{trial.trial_id}'"
+            )
+            found = self.client.search_runs([self.experiment_id], query, max_results=1)
+            if found and found[0].info.status == "RUNNING":
+                self._trial_runs[trial] = found[0].info.run_id
+                self.log_trial_end(trial, failed=trial.status == "ERROR")
 
     def _optuna_number(self, trial_id: str) -> int | None:
         study = load_study(self.optuna_url, self.study)
