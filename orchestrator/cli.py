@@ -329,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     def root_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--root", help=f"local records folder (default: {DEFAULT_ROOT}/)")
 
+    def storage_options(p: argparse.ArgumentParser) -> None:
+        root_option(p)
+        p.add_argument(
+            "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
+        )
+        p.add_argument(
+            "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
+        )
+
     study = commands.add_parser("study", help="run and inspect studies")
     study_commands = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
     run = study_commands.add_parser("run", help="run (or resume) the study in FILE")
@@ -353,13 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(handler=_cmd_study_submit)
     status = study_commands.add_parser("status", help="trials, states, progress, best trial")
     status.add_argument("name", metavar="NAME", help="study name, or its study file (YAML)")
-    root_option(status)
-    status.add_argument(
-        "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
-    )
-    status.add_argument(
-        "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
-    )
+    storage_options(status)
     status.set_defaults(handler=_cmd_study_status)
     listing = study_commands.add_parser("list", help="every study in the storage")
     root_option(listing)
@@ -406,13 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--register", metavar="NAME", help="also register in the MLflow Model Registry as NAME"
     )
-    root_option(export)
-    export.add_argument(
-        "--optuna-url", help="Optuna storage URL (default: $GMP_OPTUNA_URL, else under --root)"
-    )
-    export.add_argument(
-        "--mlflow-uri", help="MLflow tracking URI (default: $GMP_MLFLOW_URI, else under --root)"
-    )
+    storage_options(export)
     export.set_defaults(handler=_cmd_export)
 
     listing = commands.add_parser(

@@ -95,13 +95,18 @@ class StudyTracker(MLflowLoggerCallback):
             client.log_artifact(self.parent_run_id, str(study_file))
         client.set_terminated(self.parent_run_id, status="RUNNING")
 
-    def _find_or_create(self, keys: dict[str, str], run_name: str, tags: dict[str, str]) -> str:
+    def _find(self, keys: dict[str, str]) -> Any:
+        """This study's run with tags `keys`, or None."""
         query = " and ".join(
             f"tags.`{k}` = '{v}'" for k, v in {STUDY_TAG: self.study, **keys}.items()
         )
         found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
-        if found:
-            return found[0].info.run_id
+        return found[0] if found else None
+
+    def _find_or_create(self, keys: dict[str, str], run_name: str, tags: dict[str, str]) -> str:
+        found = self._find(keys)
+        if found is not None:
+            return found.info.run_id
         run = self.client.create_run(
             self.experiment_id, run_name=run_name, tags={STUDY_TAG: self.study, **tags}
         )
@@ -213,12 +218,9 @@ class StudyTracker(MLflowLoggerCallback):
         for trial in trials:
             if trial in self._trial_runs or trial.status not in ("TERMINATED", "ERROR"):
                 continue
-            query = (
-                f"tags.`{STUDY_TAG}` = '{self.study}' and tags.`{TRIAL_TAG}` = '{trial.trial_id}'"
-            )
-            found = self.client.search_runs([self.experiment_id], query, max_results=1)
-            if found and found[0].info.status == "RUNNING":
-                self._trial_runs[trial] = found[0].info.run_id
+            found = self._find({TRIAL_TAG: trial.trial_id})
+            if found is not None and found.info.status == "RUNNING":
+                self._trial_runs[trial] = found.info.run_id
                 self.log_trial_end(trial, failed=trial.status == "ERROR")
 
     def _optuna_number(self, trial_id: str) -> int | None:
