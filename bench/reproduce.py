@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import shutil
@@ -80,6 +81,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gmp": {"prior": {}},
     "gmp-imr": {"prior": {}, "imr": {"enabled": True}},
 }
+RUN_INFO = "reproduce.json"  # under --root: the commit the studies ran at
+DISCUSSION = ROOT / "docs" / "results_discussion.md"  # hand-written reading of the numbers
 IMR_ADDITIONS_BY = 0.7  # IMR adds its last component at this share of the iterations
 EVALUATIONS = 10
 
@@ -194,6 +197,8 @@ def run_studies(args: argparse.Namespace) -> list[str]:
     from orchestrator.spec import parse_spec
 
     args.root.mkdir(parents=True, exist_ok=True)
+    info = {"commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (args.root / RUN_INFO).write_text(json.dumps(info))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     names = []
     try:
@@ -230,8 +235,18 @@ def _recorded(roots: list[Path]) -> tuple[list[Any], list[str], float]:
     return records, names, seconds / 3600
 
 
+def _run_commits(roots: list[Path]) -> str:
+    """The commits the studies under `roots` ran at (from their run info), or "unknown"."""
+    files = [root / RUN_INFO for root in roots]
+    commits = sorted({json.loads(f.read_text())["commit"] for f in files if f.exists()})
+    return ", ".join(commits) or "unknown"
+
+
 def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
-    """Build the report from the MLflow records of `roots` and write the results page."""
+    """Build the report from the MLflow records of `roots` and write the results page.
+
+    The page ends with DISCUSSION (when it exists): the hand-written reading of the numbers.
+    """
     from storage.report import render_report
 
     records, names, hours = _recorded(roots)
@@ -250,7 +265,8 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
     page = [
         "# Reproduction of the paper's comparison on a CPU budget",
         "",
-        f"Command: `{command.strip()}`; commit {_git_commit()}; machine: {_machine()}; "
+        f"Command: `{command.strip()}`; studies run at commit {_run_commits(roots)}, page "
+        f"written at commit {_git_commit()}; machine: {_machine()}; "
         f"{len(names)} studies ({len(records)} trials), {hours:.2f} study-hours in all.",
         "",
         "Budget (reduced from the paper's 10,000 iterations, batch 2000, N = 128, width 128):",
@@ -273,6 +289,8 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
         "",
         body,
     ]
+    if DISCUSSION.exists():
+        page += ["", DISCUSSION.read_text().strip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(page))
     print("\n".join(_claims(report)))

@@ -10,7 +10,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from storage.optuna_storage import load_study, open_storage
-from storage.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from storage.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 
 SHOWN_METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc", "active_k")
 
@@ -81,14 +81,9 @@ def study_status(optuna_url: str, mlflow_uri: str | None, name: str) -> StudySta
 
 def _attach_tracking(mlflow_uri: str, name: str, rows: list[TrialRow]) -> None:
     client = MlflowClient(mlflow_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
+    runs = study_runs(client, name, {ROLE_TAG: "trial"})
+    if runs is None:
         return
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{STUDY_TAG}` = '{name}' and tags.`{ROLE_TAG}` = 'trial'",
-        max_results=5000,
-    )
     by_id = {run.data.tags.get(TRIAL_TAG): run for run in runs}
     for row in rows:
         run = by_id.get(row.tune_id)

@@ -32,7 +32,7 @@ from mlflow.types import ColSpec, Schema
 import targets
 import trainers
 from storage.optuna_storage import load_study
-from storage.tracking import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from storage.tracking import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG, study_runs
 from trainers.trainer import META_FILE, TENSORS_FILE, Trainer, read_state, write_state
 
 CARD_FILE = "README.md"
@@ -116,18 +116,13 @@ def find_trial(
 
 def _trial_run(client: MlflowClient, study: str, number: int, tune_id: str | None) -> str:
     """The MLflow run id of the trial tagged with `tune_id`."""
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None or tune_id is None:
-        why = "no MLflow experiment of that name" if tune_id else "no Tune trial id in Optuna"
+    if tune_id is None:
+        why = "no Tune trial id in Optuna"
         raise MissingCheckpointError(f"trial {number} of study {study!r} has no MLflow run: {why}")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`{STUDY_TAG}` = '{study}' and tags.`{TRIAL_TAG}` = '{tune_id}' "
-            f"and tags.`{ROLE_TAG}` = 'trial'"
-        ),
-        max_results=1,
-    )
+    runs = study_runs(client, study, {TRIAL_TAG: tune_id, ROLE_TAG: "trial"}, max_results=1)
+    if runs is None:
+        why = "no MLflow experiment of that name"
+        raise MissingCheckpointError(f"trial {number} of study {study!r} has no MLflow run: {why}")
     if not runs:
         raise MissingCheckpointError(
             f"trial {number} ({tune_id}) of study {study!r} has no MLflow run"

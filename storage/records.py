@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from storage.samples import read_samples
-from storage.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from storage.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 
 REPORTED_METRICS = ("elbo", "delta_log_z", "ess", "sinkhorn", "emc")
 LAST_EVALUATIONS = 5  # PAPER.md §5: the mean of the last five evaluations
@@ -93,15 +93,10 @@ def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
     """Every trial of `studies` with its parameters and the histories of the reported metrics."""
     records = []
     for study in studies:
-        experiment = client.get_experiment_by_name(study)
-        if experiment is None:
+        runs = study_runs(client, study, {ROLE_TAG: "trial"})
+        if runs is None:
             known = sorted(e.name for e in client.search_experiments())
             raise RecordsError(f"no study {study!r} in the MLflow store; known: {known}")
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{STUDY_TAG}` = '{study}' and tags.`{ROLE_TAG}` = 'trial'",
-            max_results=10_000,
-        )
         for run in runs:
             record = TrialRecord(
                 study=study,
@@ -121,14 +116,7 @@ def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
 
 def parent_run_id(client: MlflowClient, study: str) -> str | None:
     """The id of the study's parent run, if the study has one."""
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{STUDY_TAG}` = '{study}' and tags.`{ROLE_TAG}` = 'study'",
-        max_results=1,
-    )
+    runs = study_runs(client, study, {ROLE_TAG: "study"}, max_results=1)
     return runs[0].info.run_id if runs else None
 
 

@@ -12,13 +12,13 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -46,6 +46,25 @@ CURVE_METRICS = (
 )
 SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
 _FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
+
+
+def run_filter(study: str, tags: Mapping[str, str]) -> str:
+    """An MLflow search filter for the runs of `study` that carry every tag of `tags`."""
+    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in {STUDY_TAG: study, **tags}.items())
+
+
+def study_runs(
+    client: MlflowClient, study: str, tags: Mapping[str, str], max_results: int = 10_000
+) -> list[Run] | None:
+    """The runs of `study` tagged with `tags`; None where MLflow has no experiment of that name."""
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        return None
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=run_filter(study, tags),
+        max_results=max_results,
+    )
 
 
 class StudyTracker(MLflowLoggerCallback):
@@ -97,9 +116,7 @@ class StudyTracker(MLflowLoggerCallback):
 
     def _find(self, keys: dict[str, str]) -> Any:
         """This study's run with tags `keys`, or None."""
-        query = " and ".join(
-            f"tags.`{k}` = '{v}'" for k, v in {STUDY_TAG: self.study, **keys}.items()
-        )
+        query = run_filter(self.study, keys)
         found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         return found[0] if found else None
 
@@ -264,12 +281,8 @@ def failure_reason(trial: Trial) -> str:
 def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], reason: str) -> None:
     """Mark the still-running MLflow runs of these Tune trials KILLED, with the reason."""
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        return
     for trial_id in trial_ids:
-        query = f"tags.`{STUDY_TAG}` = '{study}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
-        for run in client.search_runs([experiment.experiment_id], filter_string=query):
+        for run in study_runs(client, study, {TRIAL_TAG: trial_id}) or []:
             if run.info.status != "RUNNING":
                 continue
             tags = [RunTag(STATE_TAG, "ORPHANED"), RunTag(ERROR_TAG, reason)]

@@ -12,6 +12,7 @@ normalising constants cancel and are never computed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from targets.base import Target
+from trainers.config import TrainerConfig
 from trainers.metrics import elbo, ess, log_z_estimate
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
@@ -55,6 +57,20 @@ def _scaled_sq_norm(residual: Tensor, quarter_inv_eta: Tensor) -> Tensor:
     return residual.square() @ quarter_inv_eta
 
 
+@dataclass(frozen=True)
+class IntegratorOptions:
+    """How a sampler integrates and what it minimises: loss, step checkpointing, compilation."""
+
+    loss: Loss = "rkl"
+    checkpoint_steps: bool = False
+    compile_step: bool = False
+
+    @classmethod
+    def from_config(cls, config: TrainerConfig) -> IntegratorOptions:
+        """The options a trainer configuration asks for."""
+        return cls(config.loss, config.checkpoint_steps, config.compile)
+
+
 class Sampler(nn.Module):
     """A diffusion sampler: one shared integrator plus a per-sampler definition.
 
@@ -77,21 +93,19 @@ class Sampler(nn.Module):
         prior: GaussianMixturePrior,
         target: Target,
         schedule: TimeSchedule,
-        *,
-        loss: Loss = "rkl",
-        checkpoint_steps: bool = False,
-        compile_step: bool = False,
+        options: IntegratorOptions | None = None,
     ) -> None:
         super().__init__()
-        if loss not in ("rkl", "logvar"):
-            raise ValueError(f"unknown loss {loss!r}")
+        options = options or IntegratorOptions()
+        if options.loss not in ("rkl", "logvar"):
+            raise ValueError(f"unknown loss {options.loss!r}")
         self.prior = prior
         self.schedule = schedule
         self.target = target
-        self.loss_kind = loss
-        self.checkpoint_steps = checkpoint_steps
+        self.loss_kind = options.loss
+        self.checkpoint_steps = options.checkpoint_steps
         step: Callable[..., tuple[Tensor | None, Tensor]] = self._point
-        self._step = torch.compile(step, dynamic=False) if compile_step else step
+        self._step = torch.compile(step, dynamic=False) if options.compile_step else step
 
     # The definition table: what distinguishes one sampler from another.
     def step_terms(self) -> tuple[Tensor, ...]:

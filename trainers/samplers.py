@@ -18,7 +18,7 @@ from torch import Tensor
 from targets.base import Target
 from trainers.config import DriftConfig, TrainerConfig
 from trainers.drift import BetaSchedule, clip_score, drift_target_score
-from trainers.integrator import Loss, Rollout, Sampler
+from trainers.integrator import IntegratorOptions, Sampler
 from trainers.network import ControlNetwork
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
@@ -60,19 +60,9 @@ class DIS(Sampler):
         target: Target,
         schedule: TimeSchedule,
         network: ControlNetwork,
-        *,
-        loss: Loss = "rkl",
-        checkpoint_steps: bool = False,
-        compile_step: bool = False,
+        options: IntegratorOptions | None = None,
     ) -> None:
-        super().__init__(
-            prior,
-            target,
-            schedule,
-            loss=loss,
-            checkpoint_steps=checkpoint_steps,
-            compile_step=compile_step,
-        )
+        super().__init__(prior, target, schedule, options)
         self.network = network
         self.needs_target_score = network.score_net is not None
 
@@ -114,19 +104,9 @@ class AnnealedLangevinSampler(Sampler):
         drift: DriftConfig,
         forward_network: ControlNetwork | None = None,
         backward_network: ControlNetwork | None = None,
-        *,
-        loss: Loss = "rkl",
-        checkpoint_steps: bool = False,
-        compile_step: bool = False,
+        options: IntegratorOptions | None = None,
     ) -> None:
-        super().__init__(
-            prior,
-            target,
-            schedule,
-            loss=loss,
-            checkpoint_steps=checkpoint_steps,
-            compile_step=compile_step,
-        )
+        super().__init__(prior, target, schedule, options)
         given = tuple(
             role
             for role, net in (("forward", forward_network), ("backward", backward_network))
@@ -265,9 +245,7 @@ def _build_dis(
         target,
         TimeSchedule(config.time, target.dim),
         ControlNetwork(target.dim, config.network, generator),
-        loss=config.loss,
-        checkpoint_steps=config.checkpoint_steps,
-        compile_step=config.compile,
+        IntegratorOptions.from_config(config),
     )
 
 
@@ -294,9 +272,7 @@ def _annealed_builder(cls: type[AnnealedLangevinSampler]) -> Callable[..., Sampl
             TimeSchedule(config.time, target.dim),
             config.drift,
             **networks,
-            loss=config.loss,
-            checkpoint_steps=config.checkpoint_steps,
-            compile_step=config.compile,
+            options=IntegratorOptions.from_config(config),
         )
 
     return build
@@ -327,7 +303,5 @@ __all__ = [
     "MCD",
     "SAMPLERS",
     "AnnealedLangevinSampler",
-    "Rollout",
-    "Sampler",
     "build_sampler",
 ]
