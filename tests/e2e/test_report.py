@@ -1,4 +1,5 @@
-"""`gmp report` on a real finished study: numbers equal the MLflow records, files self-contained."""
+"""`gmp report` on the quick-start study (at a CI-sized budget): numbers equal the MLflow records,
+files self-contained."""
 
 from __future__ import annotations
 
@@ -7,15 +8,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cli import main
-from orchestrator.driver import StudyLocations, run_study
+from orchestrator.driver import StudyLocations
 from orchestrator.spec import load_spec
 from storage.tracking import ROLE_TAG
-from tests.e2e.conftest import study_file
 
 pytestmark = pytest.mark.slow
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+# The quick-start study as shipped, but small enough for CI: its search space, target, sampler
+# and scheduler stay; trials, iterations, batch, steps and network shrink.
+CI_SIZE = {
+    "budget": {"trials": 4, "iterations": 30, "eval_interval": 10},
+    "batch_size": 64,
+    "eval_samples": 256,
+    "time": {"n_steps": 8},
+    "network": {"hidden": 16, "n_time_features": 8},
+    "imr": {"interval": 10, "mala": {"n_chains": 8, "n_steps": 20}},
+}
+
+
+def _quickstart_at_ci_size(folder: Path) -> Path:
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["budget"] = CI_SIZE["budget"]
+    fixed = data["fixed"]
+    for key in ("batch_size", "eval_samples"):
+        fixed[key] = CI_SIZE[key]
+    for key in ("time", "network", "imr"):
+        fixed[key] = {**fixed.get(key, {}), **CI_SIZE[key]}
+    fixed["imr"]["mala"] = {**data["fixed"]["imr"].get("mala", {}), **CI_SIZE["imr"]["mala"]}
+    path = folder / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def _final(client: MlflowClient, run_id: str, metric: str) -> float:
@@ -25,16 +52,16 @@ def _final(client: MlflowClient, run_id: str, metric: str) -> float:
     return float(np.mean(values[-5:]))
 
 
-def test_report_tables_match_mlflow_and_are_logged_on_the_parent(tmp_path: Path):
+def test_report_of_the_quickstart_matches_mlflow_and_is_logged_on_the_parent(tmp_path: Path):
     root = tmp_path / "runs"
-    file = study_file(tmp_path, name="rep", scheduler={"type": "none"})
+    file = _quickstart_at_ci_size(tmp_path)
     spec = load_spec(file)
-    run_study(spec, file.read_text(), root=root, num_cpus=2, verbose=0)
+    assert main(["study", "run", str(file), "--root", str(root)]) == 0
     out = tmp_path / "report"
-    assert main(["report", "rep", "--root", str(root), "--out", str(out)]) == 0
+    assert main(["report", spec.name, "--root", str(root), "--out", str(out)]) == 0
 
     client = MlflowClient(StudyLocations.resolve(spec, root).mlflow_uri)
-    experiment = client.get_experiment_by_name("rep")
+    experiment = client.get_experiment_by_name(spec.name)
     trials = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'"
     )
