@@ -143,17 +143,19 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
     assert "[failure 2; max_failures 1]" in reason
 
 
+def _fast_study_command(
+    folder: Path, runs_root: Path, name: str, trials: int, iterations: int, concurrency: int
+) -> tuple[list[str], StudyLocations]:
+    """The `gmp study run` command of a FAST study, and where it records."""
+    budget = {"trials": trials, "iterations": iterations, "eval_interval": 10}
+    file = study_file(folder, name=name, **FAST, budget=budget, concurrency=concurrency)
+    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
+    return command, StudyLocations.resolve(load_spec(file), runs_root)
+
+
 def test_a_killed_driver_resumes_with_no_duplicate_runs_and_no_orphan_trials(tmp_path, runs_root):
     name = "e2e-kill-driver"
-    file = study_file(
-        tmp_path,
-        name=name,
-        **FAST,
-        budget={"trials": 4, "iterations": 100, "eval_interval": 10},
-        concurrency=2,
-    )
-    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
-    where = StudyLocations.resolve(load_spec(file), runs_root)
+    command, where = _fast_study_command(tmp_path, runs_root, name, 4, 100, concurrency=2)
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     asked = 0
@@ -207,15 +209,7 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_and_no_orphan_trials(tmp
 
 def test_a_second_driver_is_refused_and_a_joining_one_shares_the_budget(tmp_path, runs_root):
     name = "e2e-two-drivers"
-    file = study_file(
-        tmp_path,
-        name=name,
-        **FAST,
-        budget={"trials": 6, "iterations": 150, "eval_interval": 10},
-        concurrency=1,
-    )
-    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
-    where = StudyLocations.resolve(load_spec(file), runs_root)
+    command, where = _fast_study_command(tmp_path, runs_root, name, 6, 150, concurrency=1)
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while first.poll() is None and time.monotonic() < deadline:
