@@ -247,6 +247,13 @@ def _recorded(roots: list[Path]) -> tuple[list[Any], list[str], float]:
     return records, names, seconds / 3600
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: a shared setting is written out at each use."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _run_commits(roots: list[Path]) -> str:
     """The commits the studies under `roots` ran at (from their run info), or "unknown"."""
     files = [root / RUN_INFO for root in roots]
@@ -284,7 +291,7 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
         "Budget (reduced from the paper's 10,000 iterations, batch 2000, N = 128, width 128):",
         "",
         "```yaml",
-        yaml.safe_dump(
+        yaml.dump(
             {
                 "seeds": len({r.params.get("seed") for r in records}),
                 "every_target": COMMON,
@@ -292,6 +299,7 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
                 "imr_last_addition_at": IMR_ADDITIONS_BY,
             },
             sort_keys=False,
+            Dumper=_PlainDumper,
         ).strip(),
         "```",
         "",
