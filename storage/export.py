@@ -116,12 +116,12 @@ def find_trial(
 
 def _trial_run(client: MlflowClient, study: str, number: int, tune_id: str | None) -> str:
     """The MLflow run id of the trial tagged with `tune_id`."""
-    if tune_id is None:
-        why = "no Tune trial id in Optuna"
-        raise MissingCheckpointError(f"trial {number} of study {study!r} has no MLflow run: {why}")
-    runs = study_runs(client, study, {TRIAL_TAG: tune_id, ROLE_TAG: "trial"}, max_results=1)
+    tags = {TRIAL_TAG: tune_id, ROLE_TAG: "trial"}
+    runs = None if tune_id is None else study_runs(client, study, tags, max_results=1)
     if runs is None:
-        why = "no MLflow experiment of that name"
+        why = (
+            "no Tune trial id in Optuna" if tune_id is None else "no MLflow experiment of that name"
+        )
         raise MissingCheckpointError(f"trial {number} of study {study!r} has no MLflow run: {why}")
     if not runs:
         raise MissingCheckpointError(
