@@ -46,6 +46,18 @@ def _results(experiment: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
     return found
 
 
+def _registered(folder: Path, index: int) -> bool:
+    """Whether the driver has registered the trial's checkpoint `index`, not just seen it written.
+
+    The driver keeps two checkpoints (`num_to_keep=2`) and deletes the third-newest as it
+    registers a new one, so checkpoint `index` is registered once `index - 2` is gone."""
+    return (
+        index >= 2
+        and (folder / f"checkpoint_{index:06d}").is_dir()
+        and not (folder / f"checkpoint_{index - 2:06d}").exists()
+    )
+
+
 def _trial_runs(where: StudyLocations, name: str) -> list:
     client = MlflowClient(where.mlflow_uri)
     experiment = client.get_experiment_by_name(name)
@@ -93,15 +105,13 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
             if mine and mine[-1].restored_from is None and last["pid"] != mine[-1].pid:
                 mine[-1].restored_from = last["restored_from_iteration"]
                 mine[-1].lost_s = time.monotonic() - mine[-1].at - last["time_this_iter_s"]
-            checkpointed = (folder / f"checkpoint_{last['training_iteration'] - 1:06d}").is_dir()
             if (
                 len(mine) < wanted[trial_id]
                 and last["pid"] not in {k.pid for k in kills}
                 and last["iterations_since_restore"] >= 2
                 and not last["done"]
-                and checkpointed
+                and _registered(folder, last["training_iteration"] - 1)
             ):
-                time.sleep(0.2)  # the driver registers the checkpoint it was just sent
                 os.kill(last["pid"], signal.SIGKILL)
                 kills.append(Kill(trial_id, last["pid"], last["iteration"], time.monotonic()))
         time.sleep(0.05)
