@@ -129,7 +129,15 @@ class IMRConfig(_Strict):
 
     enabled: bool = False
     interval: int = Field(1000, ge=1)
-    new_std: Literal["init", "mean_active"] = "init"
+    new_std: Literal["init", "mean_active", "laplace"] = Field(
+        "init",
+        description=(
+            "scale of a new component: PriorConfig.init_std, the mean scale of the active "
+            "components, or per dimension the target's Laplace scale at the new mean, "
+            "(-d2 log rho / dx_i2)^(-1/2), falling back to init_std where that curvature is not "
+            "negative"
+        ),
+    )
     mala: MalaConfig = Field(default_factory=MalaConfig)
 
 

@@ -137,11 +137,12 @@ def propose_component(
     Chains of active component k start from draws of component k or, if `samples` [B, d] are
     given, from those of them that component k explains best (drawn with replacement; a
     component that explains none falls back to its own draws). The scale is `init_std`
-    (needed for cfg.new_std == "init", normally `PriorConfig.init_std`) or the mean scale of the
-    active components ("mean_active"). A target not built by `targets.make` can only be run by
+    (needed for cfg.new_std "init" and "laplace", normally `PriorConfig.init_std`), the mean
+    scale of the active components ("mean_active") or the target's Laplace scale at the new mean
+    ("laplace", see `laplace_scale`). A target not built by `targets.make` can only be run by
     the in-process default executor (`map`). Deterministic for `seed`.
     """
-    scale = _new_scale(prior, cfg, init_std)
+    scale = _new_scale(prior, cfg, init_std)  # before the MALA runs: a bad config fails fast
     runner = _runner(target, executor)
     components = prior.active.nonzero().flatten().tolist()
     dtype = prior.means.dtype
@@ -172,8 +173,15 @@ def propose_component(
         prior_log_prob = float(prior.log_prob(winner))
     if not math.isfinite(float(scores[best])):
         raise RuntimeError("IMR found no MALA candidate with a finite score")
+    if cfg.new_std == "laplace":
+        scale = laplace_scale(target, winner[0], fallback=scale)
     record = {
         "score": float(scores[best]),
+        "scale": {
+            "min": float(scale.min()),
+            "mean": float(scale.mean()),
+            "max": float(scale.max()),
+        },
         "winner_component": int(owners[best]),
         "target_log_prob": target_log_prob,
         "prior_log_prob": prior_log_prob,
@@ -203,13 +211,34 @@ def _runner(target: Target, executor: Executor) -> Callable[[MalaWorkItem], Mala
 
 
 def _new_scale(prior: MixturePrior, cfg: IMRConfig, init_std: float | None) -> Tensor:
-    """Per-dimension scale [d] of the new component."""
+    """Per-dimension scale [d] of the new component (for "laplace": its fallback)."""
     scales = prior.scales.detach()
     if cfg.new_std == "mean_active":
         return scales[prior.active].mean(dim=0)
     if init_std is None:
-        raise ValueError('IMR with new_std="init" needs init_std (the PriorConfig.init_std)')
+        raise ValueError(
+            f'IMR with new_std="{cfg.new_std}" needs init_std (the PriorConfig.init_std)'
+        )
     return torch.full_like(scales[0], init_std)
+
+
+def log_density_curvature(target: Target, x: Tensor) -> Tensor:
+    """The Hessian diagonal of log rho at one point `x` [d]: d2 log rho / dx_i2, shape [d]."""
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(target.log_prob(x[None]).sum(), x, create_graph=True)
+        eye = torch.eye(len(x), dtype=x.dtype, device=x.device)
+        (rows,) = torch.autograd.grad(grad, x, grad_outputs=eye, is_grads_batched=True)
+    return rows.diagonal().detach()
+
+
+def laplace_scale(target: Target, x: Tensor, fallback: Tensor) -> Tensor:
+    """Per-dimension scale [d] of a Gaussian fitted to rho's curvature at `x`: where
+    d2 log rho / dx_i2 < 0 it is (-d2 log rho / dx_i2)^(-1/2) (exact for a Gaussian target, at
+    any x), elsewhere `fallback`."""
+    precision = -log_density_curvature(target, x)
+    usable = torch.isfinite(precision) & (precision > 0)
+    return torch.where(usable, precision.clamp_min(torch.finfo(x.dtype).tiny).rsqrt(), fallback)
 
 
 def _chain_starts(

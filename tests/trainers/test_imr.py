@@ -12,10 +12,12 @@ import torch
 
 import targets
 from targets.base import Target
+from tests.trainers.helpers import scaled_gaussian
 from trainers.config import IMRConfig, MalaConfig
 from trainers.imr import (
     MalaWorkItem,
     imr_due,
+    laplace_scale,
     propose_component,
     run_mala_item,
 )
@@ -185,3 +187,39 @@ def test_new_std_init_needs_the_init_std():
     gmm = _gmm()
     with pytest.raises(ValueError, match="init_std"):
         propose_component(_prior(gmm), gmm, IMRConfig(new_std="init"), seed=6)
+
+
+def test_laplace_scale_is_a_gaussian_targets_std_at_any_point():
+    target = scaled_gaussian()
+    std = target.buffer("std", torch.zeros((), dtype=torch.float64))
+    fallback = torch.full((target.dim,), 7.0, dtype=torch.float64)
+    points = torch.randn(3, target.dim, generator=torch.Generator().manual_seed(0)) * 10
+    for x in points.double():
+        torch.testing.assert_close(laplace_scale(target, x, fallback), std)
+
+
+class _Saddle(Target):
+    """log rho = -x0^2 / 8 + x1^2 / 2 - x2^4: curvature -1/4, +1 and, at x2 = 0, zero."""
+
+    name = "saddle"
+    dim = 3
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return -x[:, 0].square() / 8 + x[:, 1].square() / 2 - x[:, 2].pow(4)
+
+
+def test_laplace_scale_falls_back_where_the_density_is_not_concave():
+    x = torch.tensor([3.0, -1.0, 0.0], dtype=torch.float64)
+    fallback = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64)
+    scale = laplace_scale(_Saddle(), x, fallback)
+    assert scale.tolist() == pytest.approx([2.0, 6.0, 7.0])
+
+
+def test_laplace_new_std_fits_the_mode_it_lands_on():
+    gmm = _gmm()  # modes of std 1, tens apart
+    cfg = IMR.model_copy(update={"new_std": "laplace"})
+    proposal = propose_component(_prior(gmm), gmm, cfg, seed=0, init_std=3.0)
+    assert (_modes(gmm) - proposal.mean).norm(dim=-1).min() < 2.0
+    assert proposal.scale.tolist() == pytest.approx([1.0, 1.0], abs=0.05)
+    with pytest.raises(ValueError, match='new_std="laplace" needs init_std'):
+        propose_component(_prior(gmm), gmm, cfg, seed=0)
