@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from orchestrator import tuning
 from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
 from orchestrator.spec import Storage, StudySpec
 from storage.layout import StudyPaths
-from storage.optuna_storage import open_storage
+from storage.optuna_storage import open_storage, password_to_env
 from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
@@ -124,6 +124,7 @@ def run_study(
     driver runs its own Tune experiment on the same Optuna study until the study's budget."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     where = StudyLocations.resolve(spec, root)
+    where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
     storage = open_storage(where.optuna_url)
     register_study(spec, storage)
     experiment = joining_experiment(spec.name) if join else spec.name

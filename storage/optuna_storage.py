@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -41,3 +43,21 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):\S*
 def redact(text: str) -> str:
     """`text` (a URL, or any text with URLs in it) with every URL password replaced by '***'."""
     return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
+PASSWORD_ENV = "PGPASSWORD"
+"""libpq's environment variable for the password a PostgreSQL URL leaves out."""
+
+
+def password_to_env(url: str) -> str:
+    """A PostgreSQL `url` without its password, which goes to libpq's PGPASSWORD instead: then no
+    object that Tune pickles (search algorithm, callbacks) carries it. Other URLs, and a URL whose
+    password differs from a PGPASSWORD already set in this process, are returned unchanged."""
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("postgresql") or parts.password is None:
+        return url
+    password = unquote(parts.password)
+    if os.environ.setdefault(PASSWORD_ENV, password) != password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{host}"))

@@ -126,8 +126,12 @@ def test_submitted_study_runs_eight_trials_on_postgres_and_mlflow_server(
     assert_recorded_once(client, postgres.url("optuna"), "cluster-pg")
 
     # The password reached the driver only through the head's environment: it is in none of
-    # the job's fields, its log, the CLI's output, MLflow's params and tags, or the study file.
+    # the job's fields, its log, the CLI's output, MLflow's params and tags, the study file, or
+    # any file the driver wrote (Tune pickles its search algorithm and callbacks in tuner.pkl).
     assert postgres.password not in output + log + job.model_dump_json()
+    written = [f for f in root.rglob("*") if f.is_file()]
+    assert any(f.name == "tuner.pkl" for f in written)
+    assert [f for f in written if postgres.password.encode() in f.read_bytes()] == []
     experiment = client.get_experiment_by_name("cluster-pg")
     for run in client.search_runs([experiment.experiment_id]):
         assert postgres.password not in str(run.data.params) + str(run.data.tags)

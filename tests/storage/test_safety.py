@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from storage.layout import StudyPaths
-from storage.optuna_storage import redact
+from storage.optuna_storage import PASSWORD_ENV, password_to_env, redact
 from storage.tracking import credentials_to_env
 
 
@@ -42,6 +42,19 @@ def test_tracking_credentials_move_from_the_url_to_mlflows_variables(monkeypatch
     assert credentials_to_env("https://gmp:p%40ss@mlflow:8443/x") == "https://mlflow:8443/x"
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "gmp"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+
+
+def test_an_optuna_postgres_password_moves_from_the_url_to_libpqs_variable(monkeypatch):
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    for unchanged in ("sqlite:////r/optuna.db", "journal:///r/j.log", "postgresql://gmp@db/x"):
+        assert password_to_env(unchanged) == unchanged
+    assert PASSWORD_ENV not in os.environ
+    url = "postgresql+psycopg://gmp:p@ss@db:5432/gmp?sslmode=require"
+    assert password_to_env(url) == "postgresql+psycopg://gmp@db:5432/gmp?sslmode=require"
+    assert os.environ[PASSWORD_ENV] == "p@ss"
+    # one process, one libpq password: a URL with another keeps its own
+    assert password_to_env("postgresql://other:x@db2/y") == "postgresql://other:x@db2/y"
+    assert password_to_env("postgresql://u:p%40ss@db3/z") == "postgresql://u@db3/z"
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "", "a\\b", "x..y"])
