@@ -268,10 +268,11 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
     """
     from storage.report import render_report
 
+    commit = _git_commit()  # before this page's own files change the tree
     records, names, hours = _recorded(roots)
     figures = args.out.parent / (args.out.stem + "_figures")
     shutil.rmtree(figures, ignore_errors=True)
-    report = render_report(records, names, figures, commit=_git_commit(), log_to_parent=True)
+    report = render_report(records, names, figures, commit=commit, log_to_parent=True)
     body = (figures / "report.md").read_text().split("\n", 1)[1]
     body = body.replace("](", f"]({figures.name}/")
     command = "python bench/reproduce.py " + " ".join(sys.argv[1:])
@@ -285,7 +286,7 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
         "# Reproduction of the paper's comparison on a CPU budget",
         "",
         f"Command: `{command.strip()}`; studies run at commit {_run_commits(roots)}, page "
-        f"written at commit {_git_commit()}; machine: {_machine()}; "
+        f"written at commit {commit}; machine: {_machine()}; "
         f"{len(names)} studies ({len(records)} trials), {hours:.2f} study-hours in all.",
         "",
         "Budget (reduced from the paper's 10,000 iterations, batch 2000, N = 128, width 128):",
