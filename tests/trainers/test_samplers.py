@@ -4,6 +4,7 @@ table, exact gradients, unbiased weights, tight bounds on a known log Z, betas, 
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -269,18 +270,22 @@ def test_checkpointed_steps_and_logvar_loss(sampler: str) -> None:
 GMM4 = {"name": "gmm40", "kwargs": {"dim": 2, "n_modes": 4, "half_width": 10.0, "seed": 11}}
 
 
-def _coverage_run(sampler: str, k_max: int, imr: bool) -> dict[str, float]:
-    """Metrics after 300 iterations on four separated 2-d modes (IMR every 60 iterations)."""
+COVERAGE_SEEDS = (0, 1, 2)
+
+
+def _coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, float]:
+    """Metrics after 300 iterations on four separated 2-d modes (IMR every 30 iterations)."""
     config = TrainerConfig(
         sampler=sampler,
         target=GMM4,
+        seed=seed,
         batch_size=256,
         eval_samples=1000,
         time={"n_steps": 16, "init_dt": 0.3},
         network={"hidden": 32, "n_time_features": 16},
         prior={"k_max": k_max, "init_std": 3.0},
         optim={"lr_network": 1e-3, "lr_prior": 5e-2},
-        imr={"enabled": imr, "interval": 60, "mala": {"n_chains": 64, "n_steps": 100}},
+        imr={"enabled": imr, "interval": 30, "mala": {"n_chains": 512, "n_steps": 100}},
     )
     trainer = Trainer(config)
     trainer.train(300)
@@ -288,11 +293,17 @@ def _coverage_run(sampler: str, k_max: int, imr: bool) -> dict[str, float]:
     return trainer.evaluate().metrics
 
 
+def _mean(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.fmean(run[key] for run in runs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ANNEALED)
 def test_imr_covers_the_modes_where_a_learned_gaussian_does_not(sampler: str) -> None:
-    gaussian = _coverage_run(sampler, 1, imr=False)
-    mixture = _coverage_run(sampler, 4, imr=True)
-    assert mixture["emc"] >= 0.9
-    assert gaussian["emc"] < 0.75
-    assert mixture["elbo"] > gaussian["elbo"] + 0.5
+    # A MALA chain finds a far mode only if it starts near it, so one seed covers all four modes
+    # or three by chance (and a machine's rounding decides which): the claim is over seeds.
+    gaussian = [_coverage_run(sampler, 1, imr=False, seed=seed) for seed in COVERAGE_SEEDS]
+    mixture = [_coverage_run(sampler, 4, imr=True, seed=seed) for seed in COVERAGE_SEEDS]
+    assert _mean(mixture, "emc") >= 0.9
+    assert _mean(gaussian, "emc") < 0.75
+    assert _mean(mixture, "elbo") > _mean(gaussian, "elbo") + 0.5
