@@ -126,7 +126,7 @@ def study(
     return {
         "name": f"repro-{target}-{sampler}-{variant}",
         "description": f"bench/reproduce.py: {variant} prior, {sampler}, {target}",
-        "target": {"name": target, "kwargs": budget["kwargs"]},
+        "target": {"name": target, "kwargs": copy.deepcopy(budget["kwargs"])},
         "sampler": sampler,
         "fixed": fixed,
         "search_space": {"seed": {"type": "categorical", "choices": list(range(seeds))}},
