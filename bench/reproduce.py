@@ -80,6 +80,17 @@ BUDGETS: dict[str, dict[str, Any]] = {
         },
         "gaussian_std": 40.0,  # PAPER.md §4: the Gaussian baseline starts at std 40 on GMM40
     },
+    "mos": {
+        "kwargs": {"dim": 50},
+        "k": 10,
+        "iterations": 500,
+        "fixed": {
+            "time": {"init_dt": 0.01},
+            "prior": {"init_std": 5.0, "init_mean_std": 5.0},
+            "optim": {"lr_prior": 5.0e-2},
+        },
+        "gaussian_std": 15.0,  # PAPER.md §4: the Gaussian baseline starts at std 15 on MoS
+    },
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "gauss-fixed": {"prior": {"k_max": 1, "learn": False}},

@@ -57,15 +57,19 @@ class GMPTrainable(tune.Trainable):
         """Train one evaluation interval, evaluate, and report every metric."""
         budget = self.spec.budget
         n_iters = min(budget.eval_interval, budget.iterations - self.trainer.iteration)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         train_metrics = self.trainer.train(n_iters)
         train_seconds = time.perf_counter() - start
         evaluation = self.trainer.evaluate()
+        step_cpu_s = time.process_time() - cpu_start
+        step_wall_s = time.perf_counter() - start
         self.last_eval = evaluation
         result: dict[str, Any] = {f"train_{k}": v for k, v in train_metrics.items()}
         result.update(evaluation.metrics)
         result["iteration"] = self.trainer.iteration
         result["iterations_per_s"] = n_iters / max(train_seconds, 1e-9)
+        result["step_wall_s"] = step_wall_s  # training and evaluation of this step
+        result["step_cpu_s"] = step_cpu_s  # CPU time of the trial's process in this step
         result["active_k"] = self.trainer.prior.n_active
         result["imr_tasks"] = len(self.executor.tasks)
         result["restored_from_iteration"] = self.restored_from

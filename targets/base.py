@@ -2,8 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor
+
+DEFAULT_SUPPORT_SCALE = 1.0
+"""Scale of the default support region: the Gaussian baseline's initial std (init_std 1)."""
+
+
+@dataclass(frozen=True)
+class SupportRegion:
+    """A region that roughly covers a target's mass (where IMR's support-start chains begin):
+    the box [center - scale, center + scale]^d, or the Gaussian N(center, scale^2 I)."""
+
+    shape: Literal["box", "gaussian"] = "gaussian"
+    scale: float = DEFAULT_SUPPORT_SCALE
+    center: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"support scale must be > 0, got {self.scale}")
+
+    def sample(self, n: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
+        """`n` points [n, dim] (float64, CPU) drawn uniformly from the box or from the Gaussian."""
+        if self.shape == "box":
+            unit = torch.rand(n, dim, generator=generator, dtype=torch.float64) * 2 - 1
+        else:
+            unit = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+        return self.center + self.scale * unit
 
 
 class TargetError(ValueError):
@@ -21,6 +49,9 @@ class Target:
     - `log_Z`: the exact (or best-known) log normaliser, else None;
     - `sample(n, generator)`: exact or reference samples (`has_samples` says if available);
     - `mode_of(x)` and `n_modes`: which mode (or class) each sample belongs to.
+
+    `support()` names a region that roughly covers the target (default: N(0, I), the Gaussian
+    baseline's start); IMR can start its candidate chains there.
     """
 
     name: str = "target"
@@ -74,6 +105,10 @@ class Target:
     def score(self, x: Tensor) -> Tensor:
         """grad_x log rho(x), detached."""
         return self.log_prob_and_score(x)[1]
+
+    def support(self) -> SupportRegion:
+        """A region that roughly covers the target's mass (default: N(0, I))."""
+        return SupportRegion()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` exact or reference samples as float64 on the CPU (only if `has_samples`)."""

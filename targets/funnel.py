@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from targets.base import Target
+from targets.base import SupportRegion, Target
 from targets.registry import register
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -29,6 +29,10 @@ class Funnel(Target):
             raise ValueError(f"scale must be > 0, got {scale}")
         self.dim = dim
         self.scale = scale
+
+    def support(self) -> SupportRegion:
+        """N(0, scale^2 I): the first coordinate's marginal, wide enough for the others' bulk."""
+        return SupportRegion("gaussian", self.scale)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return self._log_prob(x[:, 0], x[:, 1:].square().sum(-1), torch.exp(-x[:, 0]))

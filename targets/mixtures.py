@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from targets.base import Target
+from targets.base import SupportRegion, Target
 from targets.registry import register
 
 EXP_FLOOR = 80.0  # exp(-80) < 2e-35: smaller terms of a log-sum-exp are clamped to it
@@ -28,6 +28,7 @@ class _EqualWeightMixture(Target):
             raise ValueError(f"n_modes must be >= 1, got {n_modes}")
         self.dim = dim
         self.n_modes = n_modes
+        self.half_width = half_width
         gen = torch.Generator().manual_seed(seed)
         means = (torch.rand(n_modes, dim, generator=gen, dtype=torch.float64) * 2 - 1) * half_width
         self.register_buffer("means", means)
@@ -58,6 +59,10 @@ class _EqualWeightMixture(Target):
 
     def mode_of(self, x: Tensor) -> Tensor:
         return self.component_log_prob(x).argmax(dim=-1)
+
+    def support(self) -> SupportRegion:
+        """The box the means are drawn from, [-half_width, half_width]^d."""
+        return SupportRegion("box", self.half_width)
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         raise NotImplementedError

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from targets.base import SupportRegion
+
 SamplerName = Literal["dis", "mcd", "cmcd", "dbs"]  # the rows of PAPER.md §1's table
 
 
@@ -108,7 +110,12 @@ class OptimConfig(_Strict):
     lr_network: float = Field(5e-4, gt=0)
     lr_prior: float = Field(1e-2, gt=0)
     lr_time: float = Field(1e-2, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="none: no clipping")
+    grad_clip_mode: Literal["norm", "value"] = Field(
+        "norm",
+        description="norm: scale all gradients to total norm <= grad_clip; value: clip each "
+        "element to [-grad_clip, grad_clip] (the authors' optax.clip)",
+    )
 
 
 class MalaConfig(_Strict):
@@ -122,6 +129,25 @@ class MalaConfig(_Strict):
         0.5, ge=0, lt=1, description="leading share of n_steps that adapts the step size"
     )
     per_chain: bool = Field(False, description="adapt one step size per chain, not one shared")
+    burn_in_steps: int = Field(
+        0,
+        ge=0,
+        description="unadjusted Langevin steps before MALA, for chains that start far from any "
+        "mode; each step's drift is capped at burn_in_max_move",
+    )
+    burn_in_step_size: float | None = Field(
+        None, gt=0, description="burn-in step size h; none: step_size"
+    )
+    burn_in_max_move: float = Field(
+        5.0, gt=0, description="longest drift h * |grad log rho| of one burn-in step"
+    )
+    ascent_steps: int = Field(
+        0,
+        ge=0,
+        description="gradient-ascent steps after MALA that move each candidate to the top of "
+        "its basin, so that candidates stand for modes (a heavy-tailed mode's far samples no "
+        "longer look uncovered); for targets with separated modes, not for funnels",
+    )
 
 
 class IMRConfig(_Strict):
@@ -138,6 +164,24 @@ class IMRConfig(_Strict):
             "negative"
         ),
     )
+    chain_starts: Literal["component", "samples", "support"] = Field(
+        "component",
+        description="where a work item's MALA chains start: draws of its component, the "
+        "sampler's samples that its component explains best, or draws from a region covering "
+        "the target (the paper's choice, which reaches modes far from the prior)",
+    )
+    support: SupportRegion | None = Field(
+        None,
+        description="support starts: {shape: box | gaussian, scale, center}; none: the "
+        "target's own region (targets.Target.support)",
+    )
+    selection: Literal["ratio", "capped"] = Field(
+        "ratio",
+        description="candidate score: log rho - log p_phi ('ratio'), or log rho - max(log p_phi, "
+        "max over candidates of log p_phi - tau) ('capped': target density decides among "
+        "candidates the prior misses)",
+    )
+    tau: float = Field(10.0, gt=0, description="the cap of selection 'capped', in nats")
     mala: MalaConfig = Field(default_factory=MalaConfig)
 
 

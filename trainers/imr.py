@@ -2,7 +2,10 @@
 
 Candidates come from batched MALA on the target, one work item per active component, run
 through an injected `executor(fn, items)` (builtin `map` in-process; Ray tasks in the
-orchestrator). Work items and their results are plain data (numbers, strings, numpy arrays) so
+orchestrator). A work item's chains start from draws of its component, from the sampler's
+samples its component explains best, or over a region that covers the target (its own share of
+the step's support starts): only the last reaches modes far from the current prior in high
+dimension. Work items and their results are plain data (numbers, strings, numpy arrays) so
 that they pickle to other processes; a worker rebuilds the target from its registry name. Work
 items run on the CPU, in the prior's dtype, whatever the device of the trainer.
 """
@@ -20,9 +23,9 @@ import torch
 from torch import Tensor
 
 import targets
-from targets.base import Target
+from targets.base import SupportRegion, Target
 from trainers.config import IMRConfig, MalaConfig
-from trainers.mala import run_mala
+from trainers.mala import ascend, langevin_burn_in, run_mala
 
 Executor = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 """`executor(fn, items)` -> the results `fn(item)`, in any order (builtin `map` qualifies)."""
@@ -75,6 +78,10 @@ class MalaCandidates:
     acceptance: float
     step_size: float
     """adapted step size (mean over chains)"""
+    distance: float
+    """mean distance of a chain's final state from its start"""
+    target_evals: int
+    """points at which log rho and its gradient were evaluated"""
 
 
 @dataclass(frozen=True)
@@ -97,12 +104,42 @@ def target_over_prior(x: Tensor, target: Target, prior: MixturePrior) -> Tensor:
     return target.log_prob(x) - prior.log_prob(x)
 
 
+def capped_target_over_prior(tau: float) -> ScoreFn:
+    """log rho(x) - max(log p_phi(x), max_x' log p_phi(x') - tau) over the candidates x': the
+    prior's term is capped `tau` nats below its largest value, so among candidates the prior
+    misses the target density decides (GMMVI's rule)."""
+
+    def score(x: Tensor, target: Target, prior: MixturePrior) -> Tensor:
+        prior_log_prob = prior.log_prob(x)
+        floor = prior_log_prob.nan_to_num(nan=-math.inf).max() - tau
+        return target.log_prob(x) - torch.maximum(prior_log_prob, floor)
+
+    return score
+
+
+def selection_score(cfg: IMRConfig) -> ScoreFn:
+    """The candidate score that `cfg.selection` names."""
+    return capped_target_over_prior(cfg.tau) if cfg.selection == "capped" else target_over_prior
+
+
 def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandidates:
-    """Run one work item's MALA chains on `target` (default: built from the item's name)."""
+    """Run one work item's chains on `target` (default: built from the item's name): the
+    burn-in, if any, MALA, and the gradient ascent, if any."""
     if target is None:
         target = _cached_target(item.target_name, item.target_kwargs)
     cfg = MalaConfig(**item.mala)
     x0 = torch.tensor(item.init_states, dtype=getattr(torch, item.dtype))  # a copy: read-only
+    generator = torch.Generator().manual_seed(item.seed)
+    start = x0
+    if cfg.burn_in_steps:
+        x0 = langevin_burn_in(
+            target.log_prob_and_score,
+            x0,
+            n_steps=cfg.burn_in_steps,
+            step_size=cfg.burn_in_step_size or cfg.step_size,
+            max_move=cfg.burn_in_max_move,
+            generator=generator,
+        )
     result = run_mala(
         target.log_prob_and_score,
         x0,
@@ -111,13 +148,21 @@ def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandi
         target_accept=cfg.target_accept,
         n_adapt=int(cfg.adapt_fraction * cfg.n_steps),
         per_chain=cfg.per_chain,
-        generator=torch.Generator().manual_seed(item.seed),
+        generator=generator,
     )
+    final = result.x
+    if cfg.ascent_steps:
+        final = ascend(
+            target.log_prob_and_score, final, n_steps=cfg.ascent_steps, step_size=cfg.step_size
+        )
     return MalaCandidates(
         component=item.component,
-        states=result.x.to(torch.float64).numpy(),
+        states=final.to(torch.float64).numpy(),
         acceptance=result.acceptance,
         step_size=float(result.step_size.mean()),
+        distance=float(torch.linalg.vector_norm(final - start, dim=-1).mean()),
+        target_evals=len(start)
+        * (cfg.burn_in_steps + cfg.n_steps + 1 + cfg.ascent_steps + bool(cfg.ascent_steps)),
     )
 
 
@@ -130,42 +175,27 @@ def propose_component(
     samples: Tensor | None = None,
     *,
     init_std: float | None = None,
-    score_fn: ScoreFn = target_over_prior,
+    score_fn: ScoreFn | None = None,
 ) -> Proposal:
-    """Mean and scale of a new component: the best-scoring MALA candidate over all components.
+    """Mean and scale of a new component: the best-scoring MALA candidate over all work items.
 
-    Chains of active component k start from draws of component k or, if `samples` [B, d] are
-    given, from those of them that component k explains best (drawn with replacement; a
-    component that explains none falls back to its own draws). The scale is `init_std`
-    (needed for cfg.new_std "init" and "laplace", normally `PriorConfig.init_std`), the mean
-    scale of the active components ("mean_active") or the target's Laplace scale at the new mean
-    ("laplace", see `laplace_scale`). A target not built by `targets.make` can only be run by
-    the in-process default executor (`map`). Deterministic for `seed`.
+    One work item per active component; where its chains start is `cfg.chain_starts` (see
+    `chain_starts`; "samples" needs `samples` [B, d]). The score is `score_fn`, by default the
+    one `cfg.selection` names. The scale is `init_std` (needed for cfg.new_std "init" and
+    "laplace", normally `PriorConfig.init_std`), the mean scale of the active components
+    ("mean_active") or the target's Laplace scale at the new mean ("laplace", see
+    `laplace_scale`). A target not built by `targets.make` can only be run by the in-process
+    default executor (`map`). Deterministic for `seed`.
     """
     scale = _new_scale(prior, cfg, init_std)  # before the MALA runs: a bad config fails fast
     runner = _runner(target, executor)
-    components = prior.active.nonzero().flatten().tolist()
-    dtype = prior.means.dtype
-    generator = torch.Generator().manual_seed(seed)
-    made = target.make_args or {"name": target.name, "kwargs": {}}
-    items = [
-        MalaWorkItem(
-            component=k,
-            target_name=str(made["name"]),
-            target_kwargs=dict(made["kwargs"]),
-            init_states=_chain_starts(prior, k, cfg.mala.n_chains, samples, generator),
-            mala=cfg.mala.model_dump(),
-            seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
-            dtype=str(dtype).removeprefix("torch."),
-        )
-        for k in components
-    ]
+    items = work_items(prior, target, cfg, seed, samples)
     results = sorted(executor(runner, items), key=lambda r: r.component)
     states = np.concatenate([r.states for r in results])
-    candidates = torch.as_tensor(states, dtype=dtype, device=prior.means.device)
+    candidates = torch.as_tensor(states, dtype=prior.means.dtype, device=prior.means.device)
     owners = torch.cat([torch.full((len(r.states),), r.component) for r in results])
     with torch.no_grad():
-        scores = score_fn(candidates, target, prior).cpu()
+        scores = (score_fn or selection_score(cfg))(candidates, target, prior).cpu()
         scores = torch.where(torch.isnan(scores), -math.inf, scores)
         best = int(scores.argmax())
         winner = candidates[best : best + 1]
@@ -173,8 +203,10 @@ def propose_component(
         prior_log_prob = float(prior.log_prob(winner))
     if not math.isfinite(float(scores[best])):
         raise RuntimeError("IMR found no MALA candidate with a finite score")
+    target_evals = sum(r.target_evals for r in results) + len(candidates) + 1
     if cfg.new_std == "laplace":
         scale = laplace_scale(target, winner[0], fallback=scale)
+        target_evals += 1
     record = {
         "score": float(scores[best]),
         "scale": {
@@ -182,20 +214,62 @@ def propose_component(
             "mean": float(scale.mean()),
             "max": float(scale.max()),
         },
+        "chain_starts": cfg.chain_starts,
         "winner_component": int(owners[best]),
         "target_log_prob": target_log_prob,
         "prior_log_prob": prior_log_prob,
+        "target_evals": target_evals,
+        **landing(target, prior, winner),
         "items": [
             {
                 "component": r.component,
                 "acceptance": r.acceptance,
                 "step_size": r.step_size,
+                "distance": r.distance,
+                "target_evals": r.target_evals,
                 "best_score": float(scores[owners == r.component].max()),
             }
             for r in results
         ],
     }
     return Proposal(winner[0].clone(), scale, len(items), record)
+
+
+def work_items(
+    prior: MixturePrior,
+    target: Target,
+    cfg: IMRConfig,
+    seed: int,
+    samples: Tensor | None = None,
+) -> list[MalaWorkItem]:
+    """One MALA work item per active component, as plain data, deterministic for `seed`."""
+    components = prior.active.nonzero().flatten().tolist()
+    generator = torch.Generator().manual_seed(seed)
+    made = target.make_args or {"name": target.name, "kwargs": {}}
+    support = cfg.support or target.support()
+    return [
+        MalaWorkItem(
+            component=k,
+            target_name=str(made["name"]),
+            target_kwargs=dict(made["kwargs"]),
+            init_states=chain_starts(prior, k, cfg, generator, samples, support),
+            mala=cfg.mala.model_dump(),
+            seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
+            dtype=str(prior.means.dtype).removeprefix("torch."),
+        )
+        for k in components
+    ]
+
+
+def landing(target: Target, prior: MixturePrior, winner: Tensor) -> dict[str, Any]:
+    """Where the target knows its modes: the mode a new mean `winner` [1, d] lies in, and
+    whether an active component's mean already lay in it; else nothing."""
+    if target.n_modes is None:
+        return {}
+    active_means = prior.means[prior.active].detach()
+    mode = int(target.mode_of(winner)[0])
+    covered = {int(m) for m in target.mode_of(active_means).tolist()}
+    return {"mode": mode, "mode_already_covered": mode in covered}
 
 
 def _runner(target: Target, executor: Executor) -> Callable[[MalaWorkItem], MalaCandidates]:
@@ -241,15 +315,27 @@ def laplace_scale(target: Target, x: Tensor, fallback: Tensor) -> Tensor:
     return torch.where(usable, precision.clamp_min(torch.finfo(x.dtype).tiny).rsqrt(), fallback)
 
 
-def _chain_starts(
+def chain_starts(
     prior: MixturePrior,
     component: int,
-    n_chains: int,
-    samples: Tensor | None,
+    cfg: IMRConfig,
     generator: torch.Generator,
+    samples: Tensor | None = None,
+    support: SupportRegion | None = None,
 ) -> np.ndarray:
-    """Starting points [n_chains, d] (float64) for the chains of `component`."""
-    if samples is not None:
+    """Starting points [cfg.mala.n_chains, d] (float64) for the chains of `component`.
+
+    "support": draws from `support` (each work item its own); "samples": those of `samples`
+    that `component` explains best, drawn with replacement; "component" (and "samples" where
+    the component explains none): draws of the component itself.
+    """
+    n_chains = cfg.mala.n_chains
+    dim = prior.means.shape[-1]
+    if cfg.chain_starts == "support":
+        return (support or SupportRegion()).sample(n_chains, dim, generator).numpy()
+    if cfg.chain_starts == "samples":
+        if samples is None:
+            raise ValueError('IMR chain_starts "samples" needs the sampler\'s samples')
         owner = prior.component_log_prob(samples).argmax(dim=-1)
         mine = samples[owner == component].detach()
         if len(mine):

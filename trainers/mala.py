@@ -8,6 +8,11 @@ Many independent chains advance together on one target given as a `log_prob_and_
 accepted with probability min(1, rho(y) q(x | y) / (rho(x) q(y | x))), q(y | x) = N(y; x + h grad
 log rho(x), 2 h I). During the leading `n_adapt` steps the log step size follows a Robbins-Monro
 recursion towards a target acceptance probability (shared by all chains, or one per chain).
+
+Chains that start far from every mode (IMR's support starts: 150+ units away in d = 50, with
+gradients of that size) first take unadjusted Langevin steps whose drift is capped in length
+(`langevin_burn_in`): they travel at a bounded speed where the gradient is huge and contract
+like plain Langevin near a mode, so they neither diverge nor freeze in rejections.
 """
 
 from __future__ import annotations
@@ -110,3 +115,54 @@ def run_mala(
             n_accepted = n_accepted + accept.sum()
     acceptance = float(n_accepted) / (n_chains * (n_steps - n_adapt))
     return MalaResult(x=x, log_prob=log_prob, step_size=log_h.exp(), acceptance=acceptance)
+
+
+def langevin_burn_in(
+    log_prob_and_score: LogProbAndScore,
+    x0: Tensor,
+    *,
+    n_steps: int,
+    step_size: float,
+    max_move: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """`n_steps` unadjusted Langevin steps from `x0` [n_chains, d]; the final states.
+
+    Chain i moves x + h_i grad log rho(x) + sqrt(2 h_i) xi with h_i = min(step_size, max_move /
+    |grad log rho(x)|): a drift of at most `max_move` per step. Non-finite proposals are not
+    taken. Deterministic for `generator`.
+    """
+    if step_size <= 0 or max_move <= 0:
+        raise ValueError(f"need step_size > 0 and max_move > 0, got {step_size}, {max_move}")
+    x = x0.detach()
+    for _ in range(n_steps):
+        _, score = log_prob_and_score(x)
+        norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
+        h = torch.clamp(max_move / norm.clamp_min(torch.finfo(x.dtype).tiny), max=step_size)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        y = x + h * score + (2 * h).sqrt() * noise
+        x = torch.where(torch.isfinite(y).all(-1, keepdim=True), y, x)
+    return x
+
+
+def ascend(
+    log_prob_and_score: LogProbAndScore,
+    x0: Tensor,
+    *,
+    n_steps: int,
+    step_size: float,
+) -> Tensor:
+    """`n_steps` of Rprop ascent on log rho from `x0` [n_chains, d]: every point moves to the
+    top of its basin (a mode). Rprop's step per coordinate follows the gradient's sign, growing
+    while the sign holds and shrinking when it flips, so coordinates far out in a heavy tail
+    (tiny gradients) and near a sharp peak (large ones) converge alike; `step_size` is the
+    first step."""
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    x = x0.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Rprop([x], lr=step_size)
+    for _ in range(n_steps):
+        _, score = log_prob_and_score(x.detach())
+        x.grad = torch.nan_to_num(-score, nan=0.0, posinf=0.0, neginf=0.0)
+        optimizer.step()
+    return x.detach()

@@ -19,6 +19,7 @@ import targets
 from targets.base import Target
 from trainers.annealing import Annealing, tempered
 from trainers.config import TrainerConfig
+from trainers.counting import CountingTarget
 from trainers.imr import imr_due, propose_component
 from trainers.metrics import evaluate_samples
 from trainers.prior import GaussianMixturePrior
@@ -96,7 +97,8 @@ class Trainer:
             p.learn,
             init,
         )
-        self.sampler: Sampler = build_sampler(config, self.prior, self.target, init)
+        self.counted_target = CountingTarget(self.target)  # what training evaluates
+        self.sampler: Sampler = build_sampler(config, self.prior, self.counted_target, init)
         self.sampler.to(device=self.device, dtype=self.dtype)
         self.optimizer = self._build_optimizer()
         self.generator = torch.Generator(self.device)
@@ -104,6 +106,7 @@ class Trainer:
         self.iteration = 0
         self.annealing = Annealing(config.annealing)
         self.imr_events: list[dict[str, Any]] = []
+        self.imr_target_evals = 0
         self.history: dict[str, list[float]] = {
             "loss": [],
             "elbo": [],
@@ -160,25 +163,38 @@ class Trainer:
         return metrics
 
     def _clean_and_clip_gradients(self) -> float:
-        """Zero NaN gradient entries, clip the total norm; the norm before clipping."""
-        grads = [p.grad for p in self._parameters() if p.grad is not None]
-        for grad in grads:
-            grad.masked_fill_(grad.isnan(), 0.0)
-        max_norm = self.config.optim.grad_clip or math.inf
-        return float(torch.nn.utils.clip_grad_norm_(self._parameters(), max_norm))
+        """Zero NaN gradient entries, clip by norm or by value; the norm before clipping."""
+        parameters = self._parameters()
+        for param in parameters:
+            if param.grad is not None:
+                param.grad.masked_fill_(param.grad.isnan(), 0.0)
+        optim = self.config.optim
+        if optim.grad_clip_mode == "norm":
+            return float(torch.nn.utils.clip_grad_norm_(parameters, optim.grad_clip or math.inf))
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, math.inf))
+        if optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_value_(parameters, optim.grad_clip)
+        return norm
 
     def _refine(self) -> None:
         """Add one mixture component where IMR proposes it; reset its Adam moments."""
         seed = derive_seed(self.config.seed, _IMR, self.iteration)
+        imr = self.config.imr
         with torch.no_grad():
+            samples = None
+            if imr.chain_starts == "samples":
+                generator = self._stream(_IMR, self.device)
+                samples = self.sampler.rollout(self.config.batch_size, generator).x
             proposal = propose_component(
                 self.prior,
                 self.target,
-                self.config.imr,
+                imr,
                 self.executor,
                 seed,
+                samples,
                 init_std=self.config.prior.init_std,
             )
+        self.imr_target_evals += proposal.record["target_evals"]
         slot = self.prior.activate(proposal.mean, proposal.scale)
         for param in (self.prior.means, self.prior.raw_scales):
             state = self.optimizer.state.get(param, {})
@@ -201,6 +217,8 @@ class Trainer:
                 "time_horizon": float(schedule.horizon()),
                 "sigma2": float(schedule.sigma2().mean()),
                 "n_active": float(self.prior.n_active),
+                "target_evals": float(self.counted_target.evaluations),
+                "imr_target_evals": float(self.imr_target_evals),
             }
 
     # Evaluation and sampling.
@@ -217,8 +235,10 @@ class Trainer:
     def evaluate(self, n_samples: int | None = None) -> EvalResult:
         """Metrics of `n_samples` (default `config.eval_samples`) fresh samples."""
         n = n_samples or self.config.eval_samples
+        training_evaluations = self.counted_target.evaluations
         with torch.no_grad():
             rollout = self.sampler.rollout(n, self._stream(_EVAL, self.device))
+        self.counted_target.evaluations = training_evaluations  # evaluation is not training
         metrics = evaluate_samples(
             rollout.log_weights, rollout.x, self.target, generator=self._stream(_METRICS, "cpu")
         )
@@ -242,6 +262,10 @@ class Trainer:
             "imr_events": json.loads(json.dumps(self.imr_events)),
             "history": {k: list(v) for k, v in self.history.items()},
             "annealing": self.annealing.state(),
+            "target_evals": {
+                "train": self.counted_target.evaluations,
+                "imr": self.imr_target_evals,
+            },
         }
         return tensors, meta
 
@@ -281,6 +305,9 @@ class Trainer:
         self.history = {k: list(v) for k, v in meta.get("history", self.history).items()}
         if "annealing" in meta:
             self.annealing.load_state(meta["annealing"])
+        counts = meta.get("target_evals", {})
+        self.counted_target.evaluations = int(counts.get("train", 0))
+        self.imr_target_evals = int(counts.get("imr", 0))
 
     def save(self, path: str | Path) -> Path:
         """Write `state()` into directory `path` (safetensors + JSON, no pickle)."""

@@ -150,7 +150,7 @@ def test_training_reports_its_temperature_and_evaluation_is_at_t_one():
     metrics = trainer.train(2)
     assert trainer.history["temperature"] == [9.0, pytest.approx(3.0)]
     assert metrics["temperature"] == pytest.approx(3.0) and 0 < metrics["ess"] <= 1
-    assert trainer.sampler.target is trainer.target
+    assert trainer.sampler.target is trainer.counted_target
     tensors, meta = trainer.state()
     meta["config"]["annealing"] = {"schedule": "none"}
     untempered = Trainer.from_state(tensors, meta)

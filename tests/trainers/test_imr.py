@@ -7,6 +7,7 @@ import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,10 +17,14 @@ from tests.trainers.helpers import scaled_gaussian
 from trainers.config import IMRConfig, MalaConfig
 from trainers.imr import (
     MalaWorkItem,
+    capped_target_over_prior,
     imr_due,
     laplace_scale,
     propose_component,
     run_mala_item,
+    selection_score,
+    target_over_prior,
+    work_items,
 )
 from trainers.prior import GaussianMixturePrior
 
@@ -128,7 +133,7 @@ def test_chains_start_from_the_samples_each_component_explains():
     # samples all near the covered mode: component 0 explains them, component 1 none
     samples = _modes(gmm)[COVERED] + 0.5 * torch.randn(50, 2, generator=gen, dtype=torch.float64)
     executor = RecordingExecutor()
-    cfg = IMRConfig(mala=MalaConfig(n_chains=32, n_steps=10))
+    cfg = IMRConfig(chain_starts="samples", mala=MalaConfig(n_chains=32, n_steps=10))
     propose_component(prior, gmm, cfg, executor, seed=2, samples=samples, init_std=1.0)
     rows = {tuple(row) for row in samples.tolist()}
     assert all(tuple(row) in rows for row in executor.items[0].init_states.tolist())
@@ -223,3 +228,57 @@ def test_laplace_new_std_fits_the_mode_it_lands_on():
     assert proposal.scale.tolist() == pytest.approx([1.0, 1.0], abs=0.05)
     with pytest.raises(ValueError, match='new_std="laplace" needs init_std'):
         propose_component(_prior(gmm), gmm, cfg, seed=0)
+
+
+FAR_MODES = {"dim": 10, "n_modes": 4, "half_width": 20.0}  # modes ~ 35 apart in d = 10
+FAR_MALA = MalaConfig(n_chains=32, n_steps=50, per_chain=True, burn_in_steps=50, ascent_steps=50)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_support_starts_find_a_mode_that_component_starts_cannot_reach(seed):
+    """The prior's one component sits on mode 0 of four separated modes in d = 10: chains from
+    its draws never leave mode 0, chains from the target's box reach the others."""
+    target = targets.make("gmm40", seed=seed, **FAR_MODES)
+    prior = GaussianMixturePrior(2, 10, k_init=1, init_std=1.0).to(torch.float64)
+    with torch.no_grad():
+        prior.means[0] = _modes(target)[0]
+    found = {}
+    for starts in ("component", "support"):
+        cfg = IMRConfig(enabled=True, chain_starts=starts, mala=FAR_MALA)
+        record = propose_component(prior, target, cfg, seed=seed, init_std=1.0).record
+        found[starts] = record
+        assert record["chain_starts"] == starts
+        item = record["items"][0]
+        assert item["target_evals"] == 32 * (50 + 50 + 1 + 50 + 1)
+        assert record["target_evals"] == item["target_evals"] + 32 + 1
+    assert found["component"]["mode"] == 0 and found["component"]["mode_already_covered"]
+    assert found["support"]["mode"] != 0 and not found["support"]["mode_already_covered"]
+    assert found["support"]["items"][0]["distance"] > 10  # chains travelled from the box
+
+
+def test_support_region_of_a_target_and_its_study_override():
+    gmm = targets.make("gmm40", dim=3, half_width=40.0)
+    assert gmm.support() == targets.SupportRegion("box", 40.0)
+    assert targets.make("funnel", dim=4).support() == targets.SupportRegion("gaussian", 3.0)
+    assert targets.make("credit").support() == targets.SupportRegion()
+    box = targets.SupportRegion("box", 2.0, center=1.0).sample(4000, 3, torch.Generator())
+    assert box.min() >= -1.0 and box.max() <= 3.0 and abs(float(box.mean()) - 1.0) < 0.05
+    prior = GaussianMixturePrior(2, 3, k_init=1, init_std=1.0).to(torch.float64)
+    cfg = IMRConfig(chain_starts="support", support={"shape": "box", "scale": 0.5})
+    starts = np.concatenate([item.init_states for item in work_items(prior, gmm, cfg, 0)])
+    assert np.abs(starts).max() <= 0.5
+
+
+def test_capped_selection_lets_the_target_decide_among_points_the_prior_misses():
+    """score = log rho - max(log p, max log p - tau), computed by hand for three points."""
+    gmm = _gmm()
+    prior = _prior(gmm)
+    x = torch.stack([_modes(gmm)[COVERED], _modes(gmm)[0], _modes(gmm)[0] + 3.0])
+    log_rho, log_p = gmm.log_prob(x), prior.log_prob(x)
+    score = capped_target_over_prior(2.0)(x, gmm, prior)
+    expected = log_rho - torch.maximum(log_p, log_p.max() - 2.0)
+    torch.testing.assert_close(score, expected)
+    assert score[1] > score[0]  # an uncovered mode's centre beats the covered one's
+    # both uncovered points are capped: their difference is the target's alone
+    torch.testing.assert_close(score[1] - score[2], log_rho[1] - log_rho[2])
+    assert selection_score(IMRConfig(selection="ratio")) is target_over_prior

@@ -116,6 +116,25 @@ def test_imr_adds_components_and_resets_their_moments() -> None:
     assert set(result.components.tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.parametrize("use_score", [False, True])
+def test_target_evaluations_are_counted_apart_for_training_and_imr(use_score: bool) -> None:
+    """DIS evaluates log rho at x_N (and, fed the score, grad log rho at each of the N steps);
+    evaluation is not counted; IMR counts its chains' steps, its candidates and the winner."""
+    config = tiny(network={"hidden": 8, "n_time_features": 4, "use_target_score": use_score}, **IMR)
+    trainer = Trainer(config)
+    trainer.train(1)
+    per_iteration = 32 * (1 + (4 if use_score else 0))
+    assert trainer.counted_target.evaluations == per_iteration
+    trainer.evaluate()
+    metrics = trainer.train(1)  # the second iteration runs IMR: one work item of 4 chains
+    assert metrics["target_evals"] == 2 * per_iteration
+    assert metrics["imr_target_evals"] == 4 * (5 + 1) + 4 + 1
+    assert trainer.imr_events[0]["target_evals"] == metrics["imr_target_evals"]
+    resumed = Trainer.from_state(*trainer.state())
+    assert resumed.evaluate().metrics["target_evals"] == 2 * per_iteration
+    assert resumed.imr_target_evals == trainer.imr_target_evals
+
+
 def test_param_groups_and_gradient_cleaning() -> None:
     config = tiny(optim={"lr_network": 1e-3, "lr_prior": 2e-2, "lr_time": 3e-2, "grad_clip": 0.5})
     trainer = Trainer(config)
@@ -133,6 +152,20 @@ def test_param_groups_and_gradient_cleaning() -> None:
     assert trainer.prior.means.grad[0, 0] == 0
     total = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
     assert float(total) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_gradient_clipping_by_value_clips_each_element() -> None:
+    """The authors' optax.clip: every element in [-c, c], smaller ones untouched."""
+    trainer = Trainer(tiny(optim={"grad_clip": 0.5, "grad_clip_mode": "value"}))
+    params = list(trainer.sampler.parameters())
+    for i, param in enumerate(params):
+        param.grad = torch.linspace(-3.0, 3.0, param.numel()).reshape(param.shape) * (i + 1)
+    before = [p.grad.clone() for p in params]
+    norm = trainer._clean_and_clip_gradients()
+    expected = torch.linalg.vector_norm(torch.cat([g.flatten() for g in before]))
+    assert norm == pytest.approx(float(expected), rel=1e-5)
+    for old, param in zip(before, params, strict=True):
+        torch.testing.assert_close(param.grad, old.clamp(-0.5, 0.5))
 
 
 def test_device_auto_and_float64() -> None:

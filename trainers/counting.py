@@ -1,0 +1,47 @@
+"""A target wrapper that counts where its log density is evaluated, to show what training costs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from targets.base import SupportRegion, Target
+
+
+class CountingTarget(Target):
+    """`base` with a count of the points at which log rho (with or without its gradient) was
+    evaluated: one per row of every call, however the call is made."""
+
+    def __init__(self, base: Target) -> None:
+        super().__init__()
+        self.base = base
+        self.evaluations = 0
+        for key in ("name", "dim", "log_Z", "has_samples", "n_modes", "make_args", "device"):
+            setattr(self, key, getattr(base, key))
+
+    def to(self, device: str | torch.device) -> CountingTarget:
+        """Move the base target to `device`; returns self."""
+        self.base.to(device)
+        self.device = self.base.device
+        return self
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        self.evaluations += len(x)
+        return self.base.log_prob(x)
+
+    def log_prob_and_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self.evaluations += len(x)
+        return self.base.log_prob_and_score(x)
+
+    def score(self, x: Tensor) -> Tensor:
+        self.evaluations += len(x)
+        return self.base.score(x)
+
+    def support(self) -> SupportRegion:
+        return self.base.support()
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.base.sample(n, generator)
+
+    def mode_of(self, x: Tensor) -> Tensor:
+        return self.base.mode_of(x)
