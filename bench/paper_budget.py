@@ -1,0 +1,124 @@
+"""The paper's own numbers beside ours at the paper's budget (PAPER.md §6), from MLflow records.
+
+Trains nothing: it reads the MLflow records of the studies in examples/paper_budget/, run as a
+user runs them (`gmp study run examples/paper_budget/funnel_dis.yaml --root ROOT`; running the
+same command again continues a stopped study from its last checkpoints), and writes a Markdown
+page with one row per (target, prior family, metric): the paper's value, ours (the mean of the
+last 5 of 100 evaluations on 2000 samples, the paper's protocol), the difference, the
+iterations done, wall and CPU time; and a figure of ELBO against iteration.
+
+Usage: python bench/paper_budget.py --root ROOT [--out docs/paper_budget.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from mlflow.tracking import MlflowClient
+
+from storage.layout import StudyPaths
+from storage.records import LAST_EVALUATIONS, TrialRecord, collect
+
+STUDIES = {"paper-budget-funnel-dis": "funnel", "paper-budget-credit-dis": "credit"}
+PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
+    ("funnel", "Gaussian (learned)"): {"elbo": -0.296, "ess": 0.498},
+    ("funnel", "GMP"): {"elbo": -0.058, "ess": 0.929, "delta_log_z": 0.019},
+    ("credit", "Gaussian (learned)"): {"elbo": -585.247},
+    ("credit", "GMP"): {"elbo": -585.223},
+}
+BUDGET = 10_000
+FIGURE = "paper_budget_elbo.png"
+
+
+def _total(client: MlflowClient, record: TrialRecord, metric: str) -> float:
+    """Sum of a per-evaluation metric over the trial's history (e.g. its CPU seconds)."""
+    return sum(m.value for m in client.get_metric_history(record.run_id, metric))
+
+
+def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
+    """One table row per (trial, metric the paper reports for its family)."""
+    table = []
+    for record in records:
+        target = STUDIES[record.study]
+        family = f"{record.variant}, K = {record.k}" if record.k > 1 else record.variant
+        paper = PAPER.get((target, record.variant), {"elbo": math.nan})
+        hours = [_total(client, record, m) / 3600 for m in ("step_wall_s", "step_cpu_s")]
+        for metric, value in paper.items():
+            ours = record.final(metric)
+            table.append(
+                [
+                    target,
+                    family,
+                    metric,
+                    f"{value:.3f}",
+                    f"{ours:.3f}",
+                    f"{ours - value:+.3f}",
+                    f"{record.iterations:,} / {BUDGET:,}",
+                    f"{hours[0]:.2f} / {hours[1]:.2f}",
+                ]
+            )
+    return table
+
+
+def figure(records: list[TrialRecord], path: Path) -> None:
+    """ELBO against training iteration, one panel per target, the paper's values dashed."""
+    targets = sorted({STUDIES[r.study] for r in records})
+    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=True):
+        for record in (r for r in records if STUDIES[r.study] == target):
+            steps, values = zip(*record.history.get("elbo", [(0, math.nan)]), strict=True)
+            line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
+            paper = PAPER.get((target, record.variant), {}).get("elbo")
+            if paper is not None:
+                ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+        finals = [r.final("elbo") for r in records if STUDIES[r.study] == target]
+        papers = [v["elbo"] for (t, _), v in PAPER.items() if t == target]
+        top = max(v for v in [*finals, *papers] if math.isfinite(v))
+        ax.set_ylim(top - (3 if target == "funnel" else 10), top + 0.5)
+        ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Read the records under --root and write the page and its figure."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="the records folder the studies ran in")
+    parser.add_argument("--out", default="docs/paper_budget.md")
+    args = parser.parse_args()
+    client = MlflowClient(StudyPaths(Path(args.root)).mlflow_uri)
+    known = {e.name for e in client.search_experiments()}
+    records = collect(client, [s for s in STUDIES if s in known])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure(records, out.parent / FIGURE)
+    header = ["target", "prior", "metric", "paper", "ours", "ours − paper", "iterations",
+              "wall / CPU h"]  # fmt: skip
+    table = [header, ["---"] * len(header), *rows(client, records)]
+    commands = "\n".join(
+        f"    gmp study run examples/paper_budget/{t}_dis.yaml --root ROOT"
+        for t in sorted(set(STUDIES.values()))
+    )
+    out.write_text(
+        "# The paper's numbers at the paper's budget\n\n"
+        "DIS, batch 2000 (funnel) or 1000 (credit, with the N(0, 10^2) prior on the weights), "
+        "N = 128, width 128, 10,000 iterations, the authors' optimiser settings; ours is the "
+        f"mean of the last {LAST_EVALUATIONS} of 100 evaluations on 2000 samples, as in the "
+        "paper. Made by\n\n"
+        f"{commands}\n    python bench/paper_budget.py --root ROOT\n\n"
+        + "\n".join("| " + " | ".join(row) + " |" for row in table)
+        + f"\n\n![ELBO against iteration]({FIGURE})\n"
+    )
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
