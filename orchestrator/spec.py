@@ -252,6 +252,10 @@ def load_spec(path: str | Path) -> StudySpec:
         text = Path(path).read_text()
     except OSError as err:
         raise SpecError(file, [f"cannot read the file: {err.strerror or err}"]) from err
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            file, [f"not a text file: byte {err.start} is not UTF-8 (a study file is YAML text)"]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -30,3 +30,20 @@ def test_unknown_command_and_help_exit_codes():
     for args in ([], ["study"], ["study", "run"], ["train"], ["ui"], ["report"], ["export"]):
         result = subprocess.run([*GMP, *args, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: gmp" in result.stdout
+
+
+def test_a_binary_study_file_exits_2_with_a_message_and_writes_nothing(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_bytes(bytes(range(256)) * 4)
+    for command in (["study", "run"], ["train"]):
+        result = subprocess.run(
+            [*GMP, *command, str(study)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "study.yaml: invalid study file" in result.stderr
+        assert "not a text file" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
