@@ -11,11 +11,14 @@ component means on one mode), IMR's target evaluations beside training's, wall a
 
 Usage: python bench/imr_high_dim.py [--targets gmm40 mos] [--iterations 3000] [--seeds 1]
                                     [--variants gauss-learned imr-component imr-support]
+       python bench/imr_high_dim.py --dim 2 --targets gmm40 funnel --iterations 500 --seeds 2
+                                    --variants imr-component imr-support   # before/after
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -32,7 +35,7 @@ from reproduce import study  # bench/ is not a package
 from orchestrator.spec import StudySpec
 from trainers import Trainer
 
-DIM = 50
+MULTIMODAL = ("gmm40", "mos")  # targets whose dimension --dim sets and whose modes are known
 MALA_FAR: dict[str, Any] = {  # support starts: chains begin 100+ units from the nearest mode
     "n_chains": 64,
     "n_steps": 100,
@@ -63,11 +66,16 @@ LAST = 3  # the reported metrics are the mean over this many final evaluations
 EVALUATIONS = 10
 
 
-def trainer_config(target: str, variant: str, iterations: int, seed: int) -> Any:
-    """The trainer configuration of one run: reproduce.py's study in d = 50, plus the variant."""
+def trainer_config(target: str, variant: str, iterations: int, seed: int, dim: int) -> Any:
+    """One run's trainer configuration: reproduce.py's study (gmm40 and mos in `dim`), plus the
+    variant; without known modes (funnel) the chains take no ascent (a funnel's density grows
+    without bound down its neck)."""
     family, overrides = VARIANTS[variant]
     file = study(target, "dis", family, 1, iterations)
-    file["target"]["kwargs"]["dim"] = DIM
+    if target in MULTIMODAL:
+        file["target"]["kwargs"]["dim"] = dim
+    else:
+        overrides = {**overrides, "imr.mala": {**overrides.get("imr.mala", {}), "ascent_steps": 0}}
     config = StudySpec.model_validate(file).trainer_config({}, seed=seed)
     data = config.model_dump()
     for path, value in overrides.items():
@@ -79,30 +87,30 @@ def trainer_config(target: str, variant: str, iterations: int, seed: int) -> Any
     return type(config).model_validate(data)
 
 
-def run(job: tuple[str, str, int, int]) -> dict[str, Any]:
+def run(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
     """Train one (target, variant, seed); its final metrics and costs."""
-    target, variant, iterations, seed = job
+    target, variant, iterations, seed, dim = job
     torch.set_num_threads(1)
-    trainer = Trainer(trainer_config(target, variant, iterations, seed))
+    trainer = Trainer(trainer_config(target, variant, iterations, seed, dim))
     wall, cpu = time.perf_counter(), time.process_time()
     history = []
     while trainer.iteration < iterations:
         trainer.train(max(1, iterations // EVALUATIONS))
         history.append(trainer.evaluate().metrics)
-    final = {
-        key: statistics.fmean(h[key] for h in history[-LAST:])
-        for key in ("emc", "elbo", "log_z", "sinkhorn", "target_evals", "imr_target_evals")
-    }
+    keys = ("emc", "elbo", "log_z", "ess", "sinkhorn", "target_evals", "imr_target_evals")
+    final = {key: statistics.fmean(h.get(key, math.nan) for h in history[-LAST:]) for key in keys}
     prior = trainer.prior
-    modes = trainer.target.mode_of(prior.means[prior.active].detach()).tolist()
+    modes = []
+    if trainer.target.n_modes is not None:
+        modes = trainer.target.mode_of(prior.means[prior.active].detach()).tolist()
     return {
         "target": target,
         "variant": variant,
         "seed": seed,
         **final,
         "k": prior.n_active,
-        "modes_with_component": len(set(modes)),
-        "most_on_one_mode": max(modes.count(m) for m in set(modes)),
+        "modes_with_component": len(set(modes)) if modes else "-",
+        "most_on_one_mode": max(modes.count(m) for m in set(modes)) if modes else "-",
         "landed_on_covered": sum(e.get("mode_already_covered", False) for e in trainer.imr_events),
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
@@ -115,31 +123,34 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["gmm40", "mos"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--dim", type=int, default=50, help="dimension of gmm40 and mos")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     jobs = [
-        (t, v, args.iterations, s)
+        (t, v, args.iterations, s, args.dim)
         for t in args.targets
         for s in range(args.seeds)
         for v in args.variants
     ]
     print(
-        f"DIS in d = {DIM}, {args.iterations} iterations, bench/reproduce.py's budget otherwise; "
+        f"DIS, gmm40 and mos in d = {args.dim}, {args.iterations} iterations, "
+        "bench/reproduce.py's budget otherwise; "
         f"metrics: mean of the last {LAST} of {EVALUATIONS} evaluations; load average "
         f"{os.getloadavg()[0]:.2f} at the start\n"
     )
     print(
-        "| target | prior | seed | EMC | ELBO | log Z est. | Sinkhorn | K | modes with a "
+        "| target | prior | seed | EMC | ELBO | log Z est. | ESS | Sinkhorn | K | modes with a "
         "component (most on one) | IMR new mean on a covered mode | training target evals | "
         "IMR target evals | wall s | CPU s |"
     )
-    print("|---" * 14 + "|")
+    print("|---" * 15 + "|")
     with ProcessPoolExecutor(args.workers) as pool:
         for r in pool.map(run, jobs):
             print(
                 f"| {r['target']} | {r['variant']} | {r['seed']} | {r['emc']:.3f} | "
-                f"{r['elbo']:.2f} | {r['log_z']:.2f} | {r['sinkhorn']:.1f} | {r['k']} | "
+                f"{r['elbo']:.2f} | {r['log_z']:.2f} | {r['ess']:.3f} | {r['sinkhorn']:.1f} | "
+                f"{r['k']} | "
                 f"{r['modes_with_component']} ({r['most_on_one_mode']}) | "
                 f"{r['landed_on_covered']} | {r['target_evals']:.3g} | "
                 f"{r['imr_target_evals']:.3g} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |",

@@ -100,6 +100,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 RUN_INFO = "reproduce.json"  # under --root: the commits its studies ran at
 DISCUSSION = ROOT / "docs" / "results_discussion.md"  # hand-written reading of the numbers
+READING_POINTER = (
+    "The hand-written reading of these tables, and the measurements beyond them, are in "
+    "[results_discussion.md](results_discussion.md); the paper's own numbers at the paper's "
+    "budget are in [paper_budget.md](paper_budget.md)."
+)
 FAR_BELOW = 0.2  # EMC margin by which the Gaussian priors must trail GMP+IMR on gmm40
 IMR_ADDITIONS_BY = 0.7  # IMR adds its last component at this share of the iterations
 EVALUATIONS = 10
@@ -275,7 +280,7 @@ def _run_commits(roots: list[Path]) -> str:
 def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
     """Build the report from the MLflow records of `roots` and write the results page.
 
-    The page ends with DISCUSSION (when it exists): the hand-written reading of the numbers.
+    The page ends with a pointer to DISCUSSION, the hand-written reading of the numbers.
     """
     from storage.report import render_report
 
@@ -285,8 +290,13 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
     shutil.rmtree(figures, ignore_errors=True)
     report = render_report(records, names, figures, commit=commit, log_to_parent=True)
     body = (figures / "report.md").read_text().split("\n", 1)[1]
+    for duplicate in ("report.md", "report.html"):  # the page itself holds the report; the
+        (figures / duplicate).unlink(missing_ok=True)  # HTML's embedded images are 4 MB
     body = body.replace("](", f"]({figures.name}/")
-    command = "python bench/reproduce.py " + " ".join(sys.argv[1:])
+    # Folders as their last part: the page names no machine's paths.
+    command = "python bench/reproduce.py " + " ".join(
+        Path(a).name if os.sep in a else a for a in sys.argv[1:]
+    )
     targets = sorted({r.target[0] for r in records})
     budget = {  # as recorded: iterations reached and seeds run
         t: {**BUDGETS[t], "iterations": max(r.iterations for r in records if r.target[0] == t)}
@@ -322,7 +332,7 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
         body,
     ]
     if DISCUSSION.exists():
-        page += ["", DISCUSSION.read_text().strip(), ""]
+        page += ["", "## Reading these results", "", READING_POINTER, ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(page))
     print("\n".join(_claims(report)))

@@ -189,6 +189,7 @@ def write_export(
         "format": meta["format"],
         "config": config,
         "imr_events": meta.get("imr_events", []),
+        "target_evals": meta.get("target_evals", {}),  # what training it cost
         "model": _summary(trainer),
         "versions": _versions(),
         "trial": {

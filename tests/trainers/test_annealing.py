@@ -110,7 +110,7 @@ NO_SCORE = {"hidden": 8, "n_time_features": 4, "use_target_score": False}
 
 def test_tempered_rollout_changes_only_the_target_term_of_the_log_weights():
     trainer = Trainer(tiny(network=NO_SCORE))
-    sampler, target = trainer.sampler, trainer.target
+    sampler, target = trainer.sampler, trainer.counted_target
     with torch.no_grad():
         plain = sampler.rollout(50, torch.Generator().manual_seed(3))
         with tempered(sampler, 4.0):
