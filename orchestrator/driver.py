@@ -162,6 +162,7 @@ def _tuner(
         spec_text=spec_text,
         flat_config=partial(flat_trainer_config, without_storage),
         log_density=_log_density(spec),
+        objective=spec.primary.metric,
     )
     return tune.Tuner(
         trainable,

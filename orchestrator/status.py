@@ -10,7 +10,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from storage.optuna_storage import load_study, open_storage
-from storage.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
+from storage.runs import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 
 SHOWN_METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc", "active_k")
 

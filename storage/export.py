@@ -32,7 +32,7 @@ from mlflow.types import ColSpec, Schema
 import targets
 import trainers
 from storage.optuna_storage import load_study
-from storage.tracking import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG, study_runs
+from storage.runs import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG, study_runs
 from trainers.trainer import META_FILE, TENSORS_FILE, Trainer, read_state, write_state
 
 CARD_FILE = "README.md"

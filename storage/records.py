@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,8 @@ import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 
+from storage.runs import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 from storage.samples import read_samples
-from storage.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 
 REPORTED_METRICS = ("elbo", "delta_log_z", "ess", "sinkhorn", "emc")
 LAST_EVALUATIONS = 5  # PAPER.md §5: the mean of the last five evaluations
@@ -68,25 +68,37 @@ class TrialRecord:
 
     @property
     def k(self) -> int:
-        """The components the trial's prior ends with: K_max, or k_init when no IMR adds any."""
-        k_init = self.params.get("prior.k_init")
-        if not self.params.get("imr.enabled", False) and isinstance(k_init, int):
-            return k_init
-        return int(self.params["prior.k_max"])
+        """The components the trial's prior ends with (see `final_components`)."""
+        return final_components(self.params)
 
     @property
     def variant(self) -> str:
-        """Which prior family the trial belongs to, as the paper compares them."""
-        learned = bool(self.params.get("prior.learn", True))
-        imr = bool(self.params.get("imr.enabled", False))
-        if self.k == 1:
-            name = "Gaussian (learned)" if learned else "Gaussian (fixed)"
-        elif not learned:
-            name = "GMP (fixed)"
-        else:
-            name = "GMP+IMR" if imr else "GMP"
-        schedule = self.params.get("annealing.schedule", "none")
-        return name if schedule in (None, "none") else f"{name} + {schedule} annealing"
+        """Which prior family the trial belongs to (see `prior_family`)."""
+        return prior_family(self.params)
+
+
+def final_components(params: Mapping[str, Any]) -> int:
+    """The components a trial's prior ends with, from its dotted hyperparameters: K_max, or
+    k_init when no IMR adds any."""
+    k_init = params.get("prior.k_init")
+    if not params.get("imr.enabled", False) and isinstance(k_init, int):
+        return k_init
+    return int(params["prior.k_max"])
+
+
+def prior_family(params: Mapping[str, Any]) -> str:
+    """Which prior family a trial with these dotted hyperparameters belongs to, as the paper
+    compares them: Gaussian (fixed or learned), GMP, GMP+IMR, with any target annealing."""
+    learned = bool(params.get("prior.learn", True))
+    imr = bool(params.get("imr.enabled", False))
+    if final_components(params) == 1:
+        name = "Gaussian (learned)" if learned else "Gaussian (fixed)"
+    elif not learned:
+        name = "GMP (fixed)"
+    else:
+        name = "GMP+IMR" if imr else "GMP"
+    schedule = params.get("annealing.schedule", "none")
+    return name if schedule in (None, "none") else f"{name} + {schedule} annealing"
 
 
 def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:

@@ -12,26 +12,43 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from storage.answer import study_note, trial_run_name
 from storage.optuna_storage import load_study, redact
 from storage.plots import plot_curves, plot_samples
+from storage.records import REPORTED_METRICS, TrialRecord, collect, prior_family
+from storage.runs import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
+    FAMILY_TAG,
+    MODEL_DEVELOPMENT,
+    NOTE_TAG,
+    OPTUNA_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    run_filter,
+    study_runs,
+)
 from storage.samples import read_samples
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-STUDY_TAG, TRIAL_TAG, ROLE_TAG = "gmp.study", "gmp.trial_id", "gmp.role"
-OPTUNA_TAG, STATE_TAG, ERROR_TAG = "gmp.optuna_number", "gmp.state", "gmp.error"
-PARENT_TAG = "mlflow.parentRunId"
 CURVE_METRICS = (
     "elbo",
     "log_z",
@@ -46,25 +63,6 @@ CURVE_METRICS = (
 )
 SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
 _FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
-
-
-def run_filter(study: str, tags: Mapping[str, str]) -> str:
-    """An MLflow search filter for the runs of `study` that carry every tag of `tags`."""
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in {STUDY_TAG: study, **tags}.items())
-
-
-def study_runs(
-    client: MlflowClient, study: str, tags: Mapping[str, str], max_results: int = 10_000
-) -> list[Run] | None:
-    """The runs of `study` tagged with `tags`; None where MLflow has no experiment of that name."""
-    experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        return None
-    return client.search_runs(
-        [experiment.experiment_id],
-        filter_string=run_filter(study, tags),
-        max_results=max_results,
-    )
 
 
 class StudyTracker(MLflowLoggerCallback):
@@ -85,6 +83,7 @@ class StudyTracker(MLflowLoggerCallback):
         spec_text: str,
         flat_config: Callable[[dict[str, Any]], dict[str, Any]],
         log_density: Callable[[np.ndarray], np.ndarray] | None = None,
+        objective: str = "elbo",
     ) -> None:
         super().__init__(tracking_uri=tracking_uri, experiment_name=study)
         self.study = study
@@ -93,6 +92,7 @@ class StudyTracker(MLflowLoggerCallback):
         self.spec_text = redact(spec_text)  # the copy logged (and pickled by Tune)
         self.flat_config = flat_config
         self.log_density = log_density
+        self.objective = objective
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, *args: Any, **kwargs: Any) -> None:
@@ -103,6 +103,7 @@ class StudyTracker(MLflowLoggerCallback):
         super().setup(*args, **kwargs)
         self.client = client
         self.experiment_id = client.get_experiment_by_name(self.study).experiment_id
+        client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
         self._logged_step: dict[str, int] = {}
         self._trial_runs = {}
         self.parent_run_id = self._find_or_create(
@@ -135,20 +136,22 @@ class StudyTracker(MLflowLoggerCallback):
         if trial in self._trial_runs:
             self._set_state(trial, "RUNNING")
             return
+        number = self._optuna_number(trial.trial_id)
+        params = self.flat_config(dict(trial.config))
+        name = trial_run_name(params, dict(trial.config), number)
         run_id = self._find_or_create(
             {TRIAL_TAG: trial.trial_id},
-            run_name=f"{self.study}/{trial.trial_id}",
+            run_name=name,
             tags={TRIAL_TAG: trial.trial_id, PARENT_TAG: self.parent_run_id, ROLE_TAG: "trial"},
         )
         self._trial_runs[trial] = run_id
-        number = self._optuna_number(trial.trial_id)
-        tags = [RunTag(STATE_TAG, "RUNNING")]
+        self.client.update_run(run_id, name=name)  # a run from before a restart, too
+        family = prior_family(params)
+        tags = [RunTag(STATE_TAG, "RUNNING"), RunTag(FAMILY_TAG, family)]
         if number is not None:
             tags.append(RunTag(OPTUNA_TAG, str(number)))
         existing = self.client.get_run(run_id).data.params
-        params = {
-            k: v for k, v in self.flat_config(dict(trial.config)).items() if k not in existing
-        }
+        params = {k: v for k, v in {**params, "family": family}.items() if k not in existing}
         self.client.log_batch(
             run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=tags
         )
@@ -184,6 +187,7 @@ class StudyTracker(MLflowLoggerCallback):
         self._log_trial_artifacts(trial, run_id)
         self._set_state(trial, "ERROR" if failed else "TERMINATED")
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        self._write_answer()
 
     def _set_state(self, trial: Trial, state: str) -> None:
         self.client.set_tag(self._trial_runs[trial], STATE_TAG, state)
@@ -226,9 +230,43 @@ class StudyTracker(MLflowLoggerCallback):
             table.to_parquet(Path(tmp) / "trials.parquet", index=False)
             _optuna_plots(study, Path(tmp))
             self.client.log_artifacts(self.parent_run_id, tmp, artifact_path="study")
+        self._write_answer()
         finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.client.set_tag(self.parent_run_id, "gmp.optuna_storage", redact(self.optuna_url))
         self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
+
+    def _write_answer(self) -> None:
+        """The study's answer on its parent run: the best trial (Optuna's) with its metrics, and
+        a table per prior family as the run's description."""
+        records = collect(self.client, [self.study])
+        runs = study_runs(self.client, self.study, {ROLE_TAG: "trial"}) or []
+        names = {run.data.tags.get(TRIAL_TAG, ""): run.info.run_name for run in runs}
+        best = self._best_record(records)
+        tags = [RunTag(NOTE_TAG, study_note(self.study, records, self.objective, best, names))]
+        metrics = []
+        if best is not None:
+            tags += [
+                RunTag(BEST_TRIAL_TAG, names.get(best.trial_id, best.trial_id)),
+                RunTag(BEST_RUN_TAG, best.run_id),
+            ]
+            timestamp = int(time.time() * 1000)
+            for metric in REPORTED_METRICS:
+                value = best.final(metric)
+                if math.isfinite(value):
+                    metrics.append(Metric(f"best_{metric}", value, timestamp, best.iterations))
+        self.client.log_batch(self.parent_run_id, metrics=metrics, tags=tags)
+
+    def _best_record(self, records: list[TrialRecord]) -> TrialRecord | None:
+        """The record of Optuna's best trial (single objective), if there is one yet."""
+        study = load_study(self.optuna_url, self.study)
+        if len(study.directions) != 1:
+            return None
+        try:
+            best = study.best_trial
+        except ValueError:  # no complete trial yet
+            return None
+        tune_id = best.user_attrs.get("tune_trial_id")
+        return next((r for r in records if r.trial_id == tune_id), None)
 
     def _end_runs_left_open(self, trials: list[Trial]) -> None:
         """End the runs of trials that ended before a restart while their driver died."""

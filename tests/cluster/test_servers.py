@@ -22,7 +22,7 @@ from ray.job_submission import JobSubmissionClient
 
 from orchestrator.driver import MLFLOW_URI_ENV, OPTUNA_URL_ENV, StudyLocations
 from storage.optuna_storage import load_study
-from storage.tracking import ERROR_TAG, ROLE_TAG, TRIAL_TAG
+from storage.runs import ERROR_TAG, ROLE_TAG, TRIAL_TAG
 from tests.cluster.conftest import Postgres, RayHead
 from tests.e2e.conftest import FAST, study_file
 

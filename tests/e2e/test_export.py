@@ -21,7 +21,7 @@ from orchestrator.cli import main
 from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
 from storage.optuna_storage import load_study
-from storage.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from storage.runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from tests.e2e.conftest import SMALL_STUDY, study_file
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from orchestrator.driver import StudyLocations
 from orchestrator.recovery import EXPERIMENT_ATTR, LEASE_PREFIX, ORPHAN_ATTR, TUNE_ID_ATTR
 from orchestrator.spec import load_spec
 from storage.optuna_storage import load_study
-from storage.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
+from storage.runs import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.e2e.conftest import FAST, study_file
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from orchestrator.driver import MLFLOW_URI_ENV, StudyLocations
 from orchestrator.spec import load_spec
 from storage.optuna_storage import load_study
-from storage.tracking import ROLE_TAG
+from storage.runs import ROLE_TAG
 from tests.e2e.conftest import FAST, study_file
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations
 from orchestrator.spec import load_spec
-from storage.tracking import ROLE_TAG
+from storage.runs import ROLE_TAG
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,17 @@ from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
 from orchestrator.status import study_status
 from storage.optuna_storage import load_study
-from storage.tracking import OPTUNA_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
+from storage.records import collect
+from storage.runs import (
+    BEST_RUN_TAG,
+    EXPERIMENT_KIND_TAG,
+    FAMILY_TAG,
+    NOTE_TAG,
+    OPTUNA_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+)
 from tests.e2e.conftest import study_file
 
 pytestmark = pytest.mark.slow
@@ -53,6 +63,11 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
         assert run.data.tags[OPTUNA_TAG] == str(numbers[tune_id])
         assert run.data.tags[STATE_TAG] == "TERMINATED" and run.info.status == "FINISHED"
         assert run.data.params["prior.k_max"] in {"1", "3"}
+        family = "GMP" if run.data.params["prior.k_max"] == "3" else "Gaussian (learned)"
+        assert run.data.tags[FAMILY_TAG] == run.data.params["family"] == family
+        label = "GMP K=3" if family == "GMP" else family
+        assert run.info.run_name.startswith(label + " · lr_network ")
+        assert run.info.run_name.endswith(f" · #{numbers[tune_id]}")
         assert run.data.params["time.n_steps"] == "8"
         for metric in ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc", "active_k"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
@@ -75,6 +90,19 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
         filter_string=f"tags.`{ROLE_TAG}` = 'study'",
     )
     assert len(parent) == 1
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    note = parent[0].data.tags[NOTE_TAG]  # the study's answer, where the UI shows it first
+    assert f"**Best trial:** {best_run.info.run_name}, ELBO" in note
+    assert parent[0].data.tags[BEST_RUN_TAG] == best_run.info.run_id
+    rows = [line for line in note.splitlines() if line.startswith("| G")]
+    assert [row.split(" | ")[0] for row in rows] == ["| GMP K=3", "| Gaussian (learned)"]
+    records = {r.run_id: r for r in collect(client, ["e2e"])}
+    best_elbo = records[best_run.info.run_id].final("elbo")
+    assert parent[0].data.metrics["best_elbo"] == pytest.approx(best_elbo, rel=1e-12)
+    for row in rows:
+        family_runs = [r for r in runs if row.startswith("| " + r.info.run_name.split(" · ")[0])]
+        assert row.split(" | ")[1] == str(len(family_runs))
     assert {"study.yaml", "study/trials.parquet", "study/optimization_history.png"} <= _artifacts(
         client, parent[0].info.run_id
     )

@@ -32,7 +32,7 @@ from orchestrator.recovery import (
     read_holder,
 )
 from storage.optuna_storage import open_storage
-from storage.tracking import ERROR_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from storage.runs import ERROR_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 STUDY = "lease-study"
 
