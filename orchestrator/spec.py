@@ -260,6 +260,8 @@ def load_spec(path: str | Path) -> StudySpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(file, [f"not valid YAML: {err}"]) from err
+    except RecursionError:
+        raise SpecError(file, ["nested too deeply to be a study file"]) from None
     if not isinstance(data, dict):
         raise SpecError(file, ["the file must hold a mapping of study fields"])
     return parse_spec(data, file)
