@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -124,8 +125,22 @@ def _study_locations(args: argparse.Namespace, name: str) -> tuple[str, StudyLoc
         raise BadInputError(str(err)) from None
 
 
+def _require_records(*urls: str) -> None:
+    """Bad input when a local store (SQLite or journal file) named by `urls` does not exist:
+    reading it would create it, and an empty folder of records where none was asked for."""
+    for url in urls:
+        for scheme in ("sqlite:///", "journal:///"):
+            if url.startswith(scheme) and not Path(url.removeprefix(scheme)).is_file():
+                folder = Path(url.removeprefix(scheme)).parent
+                raise BadInputError(
+                    f"no gmp records in {folder}/: run a study there first, or point --root "
+                    "(or the storage URL options) at the folder that holds them"
+                )
+
+
 def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
     name, where = _study_locations(args, args.name)
+    _require_records(where.optuna_url, where.mlflow_uri)
     try:
         _print_status(console, where.optuna_url, where.mlflow_uri, name)
     except KeyError as err:
@@ -173,6 +188,7 @@ def _cmd_study_list(args: argparse.Namespace, console: Console) -> int:
     from storage.layout import StudyPaths
 
     url = args.optuna_url or os.environ.get(OPTUNA_URL_ENV) or StudyPaths(_root(args)).optuna_url
+    _require_records(url)
     table = Table(title="gmp studies")
     for column in ("study", "trials", "best value", "direction", "started"):
         table.add_column(column)
@@ -263,6 +279,16 @@ def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
         "--default-artifact-root", paths.mlflow_artifacts.as_uri(),
         "--host", args.host, "--port", str(args.port),
     ]  # fmt: skip
+    with socket.socket() as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as err:
+            print(
+                f"error: cannot serve on {args.host}:{args.port} ({err.strerror}); "
+                "choose another with --port",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
     console.print(f"MLflow UI for {paths.root} at http://{args.host}:{args.port} (Ctrl-C stops)")
     try:
         return subprocess.call(command)
@@ -281,6 +307,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = args.mlflow_uri or os.environ.get(MLFLOW_URI_ENV) or StudyPaths(_root(args)).mlflow_uri
+    _require_records(uri)
     client = MlflowClient(uri)
     try:
         report = write_report(client, args.studies, args.out, log_to_parent=not args.no_log)
@@ -299,6 +326,7 @@ def _cmd_export(args: argparse.Namespace, console: Console) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     name, where = _study_locations(args, args.study)
+    _require_records(where.optuna_url, where.mlflow_uri)
     try:
         out = export_trial(where.optuna_url, where.mlflow_uri, name, args.out, args.trial)
     except (ExportInputError, FileExistsError) as err:

@@ -1,6 +1,7 @@
 """The `gmp` command line, run as a user runs it (a real subprocess)."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -47,3 +48,36 @@ def test_a_binary_study_file_exits_2_with_a_message_and_writes_nothing(tmp_path)
         assert "study.yaml: invalid study file" in result.stderr
         assert "not a text file" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothing(tmp_path):
+    for command in (
+        ["study", "status", "nothing"],
+        ["study", "list"],
+        ["report", "nothing", "--out", "report"],
+        ["export", "nothing", "--out", "best"],
+    ):
+        result = subprocess.run(
+            [*GMP, *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"no gmp records in {(tmp_path / 'gmp-runs').resolve()}/" in result.stderr
+        assert list(tmp_path.iterdir()) == [], command
+
+
+def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
+    (tmp_path / "gmp-runs").mkdir()
+    (tmp_path / "gmp-runs" / "mlflow.db").touch()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*GMP, "ui", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
