@@ -125,30 +125,38 @@ def _study_locations(args: argparse.Namespace, name: str) -> tuple[str, StudyLoc
         raise BadInputError(str(err)) from None
 
 
+def _missing_store(url: str) -> Path | None:
+    """The folder of a local store (SQLite or journal file) `url` names, when it does not
+    exist: reading it would create it, and records where none were asked for."""
+    for scheme in ("sqlite:///", "journal:///"):
+        if url.startswith(scheme) and not Path(url.removeprefix(scheme)).is_file():
+            return Path(url.removeprefix(scheme)).parent
+    return None
+
+
 def _require_records(*urls: str) -> None:
-    """Bad input when a local store (SQLite or journal file) named by `urls` does not exist:
-    reading it would create it, and an empty folder of records where none was asked for."""
+    """Bad input, naming the folder, when a local store of `urls` does not exist."""
     for url in urls:
-        for scheme in ("sqlite:///", "journal:///"):
-            if url.startswith(scheme) and not Path(url.removeprefix(scheme)).is_file():
-                folder = Path(url.removeprefix(scheme)).parent
-                raise BadInputError(
-                    f"no gmp records in {folder}/: run a study there first, or point --root "
-                    "(or the storage URL options) at the folder that holds them"
-                )
+        folder = _missing_store(url)
+        if folder is not None:
+            raise BadInputError(
+                f"no gmp records in {folder}/: run a study there first, or point --root "
+                "(or the storage URL options) at the folder that holds them"
+            )
 
 
 def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
     name, where = _study_locations(args, args.name)
-    _require_records(where.optuna_url, where.mlflow_uri)
+    _require_records(where.optuna_url)
+    tracking = None if _missing_store(where.mlflow_uri) else where.mlflow_uri
     try:
-        _print_status(console, where.optuna_url, where.mlflow_uri, name)
+        _print_status(console, where.optuna_url, tracking, name)
     except KeyError as err:
         raise BadInputError(str(err.args[0])) from None
     return EXIT_OK
 
 
-def _print_status(console: Console, optuna_url: str, mlflow_uri: str, name: str) -> None:
+def _print_status(console: Console, optuna_url: str, mlflow_uri: str | None, name: str) -> None:
     from orchestrator.status import SHOWN_METRICS, study_status
 
     status = study_status(optuna_url, mlflow_uri, name)

@@ -78,7 +78,8 @@ def test_status_reads_the_storage_named_by_the_file_or_the_environment(tmp_path,
     with pytest.MonkeyPatch.context() as env:
         env.delenv(OPTUNA_URL_ENV, raising=False)
         assert main(["study", "status", "shared", *empty_root]) == EXIT_BAD_INPUT
-        assert "no study 'shared'" in capsys.readouterr().err
+        assert f"no gmp records in {tmp_path / 'nothing-here'}/" in capsys.readouterr().err
+        assert not (tmp_path / "nothing-here").exists()
         env.setenv(OPTUNA_URL_ENV, url)
         assert main(["study", "status", "shared", *empty_root]) == EXIT_OK
         assert "study shared: 0/4 trials" in capsys.readouterr().out
