@@ -103,6 +103,16 @@ def main() -> None:
     header = ["target", "prior", "metric", "paper", "ours", "ours − paper", "iterations",
               "wall / CPU h"]  # fmt: skip
     table = [header, ["---"] * len(header), *rows(client, records)]
+    unfinished = [r for r in records if r.iterations < BUDGET]
+    status = (
+        f"**In progress:** {len(unfinished)} of {len(records)} runs have not reached "
+        f"{BUDGET:,} iterations (see the iterations column); their rows are interim values.\n\n"
+        if unfinished
+        else ""
+    )
+    missing = sorted(set(STUDIES) - known)
+    if missing:
+        status += f"**Not run yet:** {', '.join(missing)}.\n\n"
     commands = "\n".join(
         f"    gmp study run examples/paper_budget/{t}_dis.yaml --root ROOT"
         for t in sorted(set(STUDIES.values()))
@@ -114,6 +124,7 @@ def main() -> None:
         f"mean of the last {LAST_EVALUATIONS} of 100 evaluations on 2000 samples, as in the "
         "paper. Made by\n\n"
         f"{commands}\n    python bench/paper_budget.py --root ROOT\n\n"
+        + status
         + "\n".join("| " + " | ".join(row) + " |" for row in table)
         + f"\n\n![ELBO against iteration]({FIGURE})\n"
     )
