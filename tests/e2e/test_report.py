@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations
 from orchestrator.spec import load_spec
+from storage.layout import StudyPaths
 from storage.runs import ROLE_TAG
 
 pytestmark = pytest.mark.slow
@@ -95,5 +96,8 @@ def test_report_of_the_quickstart_matches_mlflow_and_is_logged_on_the_parent(tmp
 
 
 def test_report_on_an_unknown_study_is_bad_input(tmp_path: Path, capsys):
+    assert main(["report", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert f"no gmp records in {tmp_path.resolve()}/" in capsys.readouterr().err
+    MlflowClient(StudyPaths(tmp_path).mlflow_uri).search_experiments()  # an empty store
     assert main(["report", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no study 'nope'" in capsys.readouterr().err
