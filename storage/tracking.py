@@ -61,6 +61,7 @@ CURVE_METRICS = (
     "train_time_horizon",
     "train_temperature",
 )
+ANSWER_INTERVAL_S = 30.0  # the parent's answer is rewritten at most this often during a study
 SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
 _FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
 
@@ -105,6 +106,7 @@ class StudyTracker(MLflowLoggerCallback):
         self.experiment_id = client.get_experiment_by_name(self.study).experiment_id
         client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
         self._logged_step: dict[str, int] = {}
+        self._answer_written = -math.inf
         self._trial_runs = {}
         self.parent_run_id = self._find_or_create(
             {ROLE_TAG: "study"}, run_name=self.study, tags={ROLE_TAG: "study"}
@@ -145,7 +147,8 @@ class StudyTracker(MLflowLoggerCallback):
             tags={TRIAL_TAG: trial.trial_id, PARENT_TAG: self.parent_run_id, ROLE_TAG: "trial"},
         )
         self._trial_runs[trial] = run_id
-        self.client.update_run(run_id, name=name)  # a run from before a restart, too
+        if self.client.get_run(run_id).info.run_name != name:  # a run from before a restart
+            self.client.update_run(run_id, name=name)
         family = prior_family(params)
         tags = [RunTag(STATE_TAG, "RUNNING"), RunTag(FAMILY_TAG, family)]
         if number is not None:
@@ -187,7 +190,8 @@ class StudyTracker(MLflowLoggerCallback):
         self._log_trial_artifacts(trial, run_id)
         self._set_state(trial, "ERROR" if failed else "TERMINATED")
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-        self._write_answer()
+        if time.monotonic() - self._answer_written > ANSWER_INTERVAL_S:
+            self._write_answer()
 
     def _set_state(self, trial: Trial, state: str) -> None:
         self.client.set_tag(self._trial_runs[trial], STATE_TAG, state)
@@ -238,6 +242,7 @@ class StudyTracker(MLflowLoggerCallback):
     def _write_answer(self) -> None:
         """The study's answer on its parent run: the best trial (Optuna's) with its metrics, and
         a table per prior family as the run's description."""
+        self._answer_written = time.monotonic()
         records = collect(self.client, [self.study])
         runs = study_runs(self.client, self.study, {ROLE_TAG: "trial"}) or []
         names = {run.data.tags.get(TRIAL_TAG, ""): run.info.run_name for run in runs}
