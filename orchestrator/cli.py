@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import socket
@@ -17,7 +18,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.spec import CategoricalParam, SpecError, StudySpec, load_spec
+from orchestrator.spec import CategoricalParam, SpecError, StudySpec, load_spec, parse_spec
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -221,21 +222,20 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from trainers import Trainer
 
     spec, _ = _load(args.file)
-    params = _middle_of_space(spec)
-    for assignment in args.set or []:
-        key, sep, value = assignment.partition("=")
-        if not sep or key not in spec.search_space:
-            raise BadInputError(
-                f"--set {assignment!r}: expected KEY=VALUE with KEY one of "
-                f"{', '.join(spec.search_space) or '(empty search space)'}"
-            )
-        params[key] = yaml.safe_load(value)
+    spec, params = _with_settings(spec, args.set or [], args.iterations)
     try:
         config = spec.trainer_config(params)
     except ValueError as err:
         raise BadInputError(f"--set values: {err}") from None
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise BadInputError(f"--out {out}: the folder exists and is not empty")
+    console.print(
+        f"training {spec.name} ({spec.sampler}, {spec.target.name}) for "
+        f"{spec.budget.iterations} iterations with {params or 'the fixed settings'}",
+        markup=False,
+    )
     trainer = Trainer(config)
-    console.print(f"training {spec.name} with {params or 'the fixed settings'}")
     shown = spec_metrics(spec)
     start = time.perf_counter()
     while trainer.iteration < spec.budget.iterations:
@@ -243,11 +243,57 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         metrics = trainer.evaluate().metrics
         values = "  ".join(f"{m}={_short(metrics.get(m))}" for m in shown)
         elapsed = time.perf_counter() - start
-        console.print(f"iteration {trainer.iteration:>6}  {elapsed:7.1f}s  {values}", markup=False)
+        console.print(
+            f"iteration {trainer.iteration:>6}/{spec.budget.iterations}  {elapsed:7.1f}s  {values}",
+            markup=False,
+        )
         if not math.isfinite(metrics.get(spec.primary.metric, math.nan)):
             console.print(f"objective {spec.primary.metric} is not finite; stopping", style="red")
             return EXIT_FAILURE
+    if out is not None:
+        trainer.save(out)
+        console.print(f"saved to {out}: trainers.load({str(out)!r}).sample(1000) draws from it")
     return EXIT_OK
+
+
+def _with_settings(
+    spec: StudySpec, assignments: list[str], iterations: int | None
+) -> tuple[StudySpec, dict[str, Any]]:
+    """The study with `--set KEY=VALUE` applied (a search-space key fixes that value; any other
+    dotted trainer key, `sampler` included, overrides the fixed settings) and `--iterations`;
+    the search-space values of the one trial (unset ones: the middle of their range)."""
+    params = _middle_of_space(spec)
+    fixed = copy.deepcopy(spec.fixed)
+    update: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--set {assignment!r}: expected KEY=VALUE")
+        value = yaml.safe_load(text)
+        if key in spec.search_space:
+            params[key] = value
+        elif key == "sampler":
+            update["sampler"] = value
+        else:
+            node = fixed
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise BadInputError(f"--set {assignment!r}: {part!r} is not a group")
+            node[leaf] = value
+    if iterations is not None:
+        if iterations < 1:
+            raise BadInputError(f"--iterations {iterations}: must be >= 1")
+        interval = min(spec.budget.eval_interval, iterations)
+        update["budget"] = spec.budget.model_copy(
+            update={"iterations": iterations, "eval_interval": interval}
+        )
+    data = {**spec.model_dump(), **update, "fixed": fixed}
+    try:
+        return parse_spec(data, "--set"), params
+    except SpecError as err:
+        raise BadInputError("\n".join(["--set/--iterations:", *err.problems])) from None
 
 
 def spec_metrics(spec: StudySpec) -> list[str]:
@@ -410,8 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one trial of FILE in-process (no Ray)")
     train.add_argument("file", metavar="FILE", help="study file (YAML)")
     train.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="fix a search-space value"
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fix a search-space value, or override any dotted trainer setting "
+        "(e.g. prior.k_max=10, optim.lr_network=1e-3, sampler=cmcd)",
     )
+    train.add_argument("--iterations", type=int, help="train this many iterations")
+    train.add_argument("--out", metavar="DIR", help="save the trained sampler into DIR")
     train.set_defaults(handler=_cmd_train)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the local records")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import targets
+import trainers
+from tests.e2e.conftest import study_file
 
 GMP = [sys.executable, "-m", "orchestrator.cli"]
 
@@ -81,3 +83,37 @@ def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
         )
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
+
+
+def test_train_takes_any_trainer_setting_an_iteration_count_and_saves_the_sampler(tmp_path):
+    study = study_file(tmp_path, name="train-cli")
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [
+            *GMP, "train", str(study),
+            "--set", "prior.k_max=3", "--set", "sampler=cmcd", "--set", "optim.lr_prior=0.02",
+            "--iterations", "4", "--out", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("training train-cli (cmcd, gmm40) for 4 iterations")
+    assert any(line.startswith("iteration      4/4") for line in lines)
+    trained = trainers.load(out)
+    assert trained.iteration == 4 and trained.config.sampler == "cmcd"
+    assert trained.config.prior.k_max == 3 and trained.config.optim.lr_prior == 0.02
+    x, log_w = trained.sample(5)
+    assert x.shape == (5, 2) and log_w.shape == (5,)
+
+    bad = subprocess.run(
+        [*GMP, "train", str(study), "--set", "optim.no_such_rate=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2, bad.stderr
+    assert "optim.no_such_rate: Extra inputs are not permitted" in bad.stderr
