@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -16,6 +19,7 @@ class CountingTarget(Target):
         super().__init__()
         self.base = base
         self.evaluations = 0
+        self.set_aside = 0  # evaluations of the last `uncounted` block
         for key in ("name", "dim", "log_Z", "has_samples", "n_modes", "make_args", "device"):
             setattr(self, key, getattr(base, key))
 
@@ -24,6 +28,17 @@ class CountingTarget(Target):
         self.base.to(device)
         self.device = self.base.device
         return self
+
+    @contextmanager
+    def uncounted(self) -> Iterator[CountingTarget]:
+        """Within the block, evaluations are left out of `evaluations`; afterwards `set_aside`
+        says how many there were."""
+        before = self.evaluations
+        try:
+            yield self
+        finally:
+            self.set_aside = self.evaluations - before
+            self.evaluations = before
 
     def log_prob(self, x: Tensor) -> Tensor:
         self.evaluations += len(x)

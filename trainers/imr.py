@@ -25,6 +25,7 @@ from torch import Tensor
 import targets
 from targets.base import SupportRegion, Target
 from trainers.config import IMRConfig, MalaConfig
+from trainers.counting import CountingTarget
 from trainers.mala import ascend, langevin_burn_in, run_mala
 
 Executor = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
@@ -125,8 +126,7 @@ def selection_score(cfg: IMRConfig) -> ScoreFn:
 def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandidates:
     """Run one work item's chains on `target` (default: built from the item's name): the
     burn-in, if any, MALA, and the gradient ascent, if any."""
-    if target is None:
-        target = _cached_target(item.target_name, item.target_kwargs)
+    target = CountingTarget(target or _cached_target(item.target_name, item.target_kwargs))
     cfg = MalaConfig(**item.mala)
     x0 = torch.tensor(item.init_states, dtype=getattr(torch, item.dtype))  # a copy: read-only
     generator = torch.Generator().manual_seed(item.seed)
@@ -161,8 +161,7 @@ def run_mala_item(item: MalaWorkItem, target: Target | None = None) -> MalaCandi
         acceptance=result.acceptance,
         step_size=float(result.step_size.mean()),
         distance=float(torch.linalg.vector_norm(final - start, dim=-1).mean()),
-        target_evals=len(start)
-        * (cfg.burn_in_steps + cfg.n_steps + 1 + cfg.ascent_steps + bool(cfg.ascent_steps)),
+        target_evals=target.evaluations,
     )
 
 
@@ -190,23 +189,22 @@ def propose_component(
     scale = _new_scale(prior, cfg, init_std)  # before the MALA runs: a bad config fails fast
     runner = _runner(target, executor)
     items = work_items(prior, target, cfg, seed, samples)
+    counted = CountingTarget(target)  # the evaluations of selection and scale
     results = sorted(executor(runner, items), key=lambda r: r.component)
     states = np.concatenate([r.states for r in results])
     candidates = torch.as_tensor(states, dtype=prior.means.dtype, device=prior.means.device)
     owners = torch.cat([torch.full((len(r.states),), r.component) for r in results])
     with torch.no_grad():
-        scores = (score_fn or selection_score(cfg))(candidates, target, prior).cpu()
+        scores = (score_fn or selection_score(cfg))(candidates, counted, prior).cpu()
         scores = torch.where(torch.isnan(scores), -math.inf, scores)
         best = int(scores.argmax())
         winner = candidates[best : best + 1]
-        target_log_prob = float(target.log_prob(winner))
+        target_log_prob = float(counted.log_prob(winner))
         prior_log_prob = float(prior.log_prob(winner))
     if not math.isfinite(float(scores[best])):
         raise RuntimeError("IMR found no MALA candidate with a finite score")
-    target_evals = sum(r.target_evals for r in results) + len(candidates) + 1
     if cfg.new_std == "laplace":
-        scale = laplace_scale(target, winner[0], fallback=scale)
-        target_evals += 1
+        scale = laplace_scale(counted, winner[0], fallback=scale)
     record = {
         "score": float(scores[best]),
         "scale": {
@@ -218,7 +216,7 @@ def propose_component(
         "winner_component": int(owners[best]),
         "target_log_prob": target_log_prob,
         "prior_log_prob": prior_log_prob,
-        "target_evals": target_evals,
+        "target_evals": sum(r.target_evals for r in results) + counted.evaluations,
         **landing(target, prior, winner),
         "items": [
             {

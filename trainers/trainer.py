@@ -182,9 +182,11 @@ class Trainer:
         imr = self.config.imr
         with torch.no_grad():
             samples = None
-            if imr.chain_starts == "samples":
+            if imr.chain_starts == "samples":  # the rollout's evaluations are IMR's
                 generator = self._stream(_IMR, self.device)
-                samples = self.sampler.rollout(self.config.batch_size, generator).x
+                with self.counted_target.uncounted() as counted:
+                    samples = self.sampler.rollout(self.config.batch_size, generator).x
+                self.imr_target_evals += counted.set_aside
             proposal = propose_component(
                 self.prior,
                 self.target,
@@ -235,10 +237,8 @@ class Trainer:
     def evaluate(self, n_samples: int | None = None) -> EvalResult:
         """Metrics of `n_samples` (default `config.eval_samples`) fresh samples."""
         n = n_samples or self.config.eval_samples
-        training_evaluations = self.counted_target.evaluations
-        with torch.no_grad():
+        with torch.no_grad(), self.counted_target.uncounted():  # evaluation is not training
             rollout = self.sampler.rollout(n, self._stream(_EVAL, self.device))
-        self.counted_target.evaluations = training_evaluations  # evaluation is not training
         metrics = evaluate_samples(
             rollout.log_weights, rollout.x, self.target, generator=self._stream(_METRICS, "cpu")
         )

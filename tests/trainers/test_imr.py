@@ -249,7 +249,7 @@ def test_support_starts_find_a_mode_that_component_starts_cannot_reach(seed):
         found[starts] = record
         assert record["chain_starts"] == starts
         item = record["items"][0]
-        assert item["target_evals"] == 32 * (50 + 50 + 1 + 50 + 1)
+        assert item["target_evals"] == 32 * (50 + 50 + 1 + 50)  # burn-in, MALA, ascent
         assert record["target_evals"] == item["target_evals"] + 32 + 1
     assert found["component"]["mode"] == 0 and found["component"]["mode_already_covered"]
     assert found["support"]["mode"] != 0 and not found["support"]["mode_already_covered"]

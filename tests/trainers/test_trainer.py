@@ -135,6 +135,14 @@ def test_target_evaluations_are_counted_apart_for_training_and_imr(use_score: bo
     assert resumed.imr_target_evals == trainer.imr_target_evals
 
 
+def test_the_rollout_that_samples_start_imr_chains_counts_as_imr_not_training() -> None:
+    imr = {**IMR["imr"], "chain_starts": "samples"}
+    trainer = Trainer(tiny(**NO_SCORE, prior={"k_max": 3}, imr=imr))
+    metrics = trainer.train(2)  # IMR after iteration 2: a rollout of 32, one item of 4 chains
+    assert metrics["target_evals"] == 2 * 32
+    assert metrics["imr_target_evals"] == 32 + 4 * (5 + 1) + 4 + 1
+
+
 def test_param_groups_and_gradient_cleaning() -> None:
     config = tiny(optim={"lr_network": 1e-3, "lr_prior": 2e-2, "lr_time": 3e-2, "grad_clip": 0.5})
     trainer = Trainer(config)
