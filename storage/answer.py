@@ -7,7 +7,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storage.records import REPORTED_METRICS, TrialRecord, final_components, prior_family
+from storage.records import (
+    LAST_EVALUATIONS,
+    REPORTED_METRICS,
+    TrialRecord,
+    markdown_table,
+    prior_family,
+)
 
 LABEL_SKIPPED = {"prior.k_max", "imr.enabled", "prior.learn"}  # the family says these
 LABEL_PARAMS = 3  # searched values shown in a run name
@@ -27,16 +33,6 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def family_label(params: Mapping[str, Any]) -> str:
-    """The prior family with its size, e.g. 'GMP K=10 +IMR' or 'Gaussian (learned)'."""
-    family = prior_family(params)
-    k = final_components(params)
-    if k == 1:
-        return family
-    base, _, rest = family.partition("+IMR")
-    return f"{base} K={k}" + (f" +IMR{rest}" if "+IMR" in family else "")
-
-
 def trial_run_name(
     params: Mapping[str, Any], searched: Mapping[str, Any], number: int | None
 ) -> str:
@@ -48,7 +44,7 @@ def trial_run_name(
         if key not in LABEL_SKIPPED
     ][:LABEL_PARAMS]
     suffix = [f"#{number}"] if number is not None else []
-    return " · ".join([family_label(params), *shown, *suffix])
+    return " · ".join([prior_family(params, sized=True), *shown, *suffix])
 
 
 def study_note(
@@ -56,7 +52,6 @@ def study_note(
     records: Sequence[TrialRecord],
     objective: str,
     best: TrialRecord | None,
-    names: Mapping[str, str],
 ) -> str:
     """The parent run's description (Markdown): the best trial, then one row per prior family
     with the mean of each trial's last evaluations (PAPER.md's protocol)."""
@@ -64,7 +59,7 @@ def study_note(
     lines = [f"## {study}", ""]
     if best is not None:
         lines += [
-            f"**Best trial:** {names.get(best.trial_id, best.trial_id)}, {label} "
+            f"**Best trial:** {best.name or best.trial_id}, {label} "
             f"{best.final(objective):.4g} (mean of its last evaluations), "
             f"{best.iterations:,} iterations.",
             "",
@@ -73,19 +68,22 @@ def study_note(
         m for m in REPORTED_METRICS if m != objective and any(m in r.history for r in records)
     ]
     header = ["prior family", "trials", *(METRIC_LABELS.get(m, m) for m in metrics)]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     families: dict[str, list[TrialRecord]] = {}
     for record in records:
-        families.setdefault(family_label(record.params), []).append(record)
-    for family, group in sorted(families.items()):
-        cells = [family, str(len(group))]
-        for metric in metrics:
-            values = [v for v in (r.final(metric) for r in group) if math.isfinite(v)]
-            cells.append(_mean_range(values))
-        lines.append("| " + " | ".join(cells) + " |")
+        families.setdefault(prior_family(record.params, sized=True), []).append(record)
+    rows = [
+        [family, str(len(group))]
+        + [
+            _mean_range([v for v in (r.final(m) for r in group) if math.isfinite(v)])
+            for m in metrics
+        ]
+        for family, group in sorted(families.items())
+    ]
     lines += [
+        markdown_table(header, rows),
         "",
-        "Each value is a trial's mean over its last 5 evaluations; with several trials, their "
+        f"Each value is a trial's mean over its last {LAST_EVALUATIONS} evaluations; with "
+        "several trials, their "
         "mean and range. Compare families with `gmp report " + study + " --out DIR`; export "
         "the best trial with `gmp export " + study + " --out DIR`.",
     ]

@@ -35,6 +35,8 @@ class TrialRecord:
     params: dict[str, Any]
     tracking_uri: str = ""
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    name: str = ""
+    """the MLflow run's name"""
 
     @property
     def iterations(self) -> int:
@@ -86,19 +88,31 @@ def final_components(params: Mapping[str, Any]) -> int:
     return int(params["prior.k_max"])
 
 
-def prior_family(params: Mapping[str, Any]) -> str:
+def prior_family(params: Mapping[str, Any], sized: bool = False) -> str:
     """Which prior family a trial with these dotted hyperparameters belongs to, as the paper
-    compares them: Gaussian (fixed or learned), GMP, GMP+IMR, with any target annealing."""
+    compares them: Gaussian (fixed or learned), GMP, GMP+IMR, with any target annealing; `sized`
+    adds the mixture's final size, e.g. 'GMP K=10 +IMR'."""
     learned = bool(params.get("prior.learn", True))
     imr = bool(params.get("imr.enabled", False))
-    if final_components(params) == 1:
+    k = final_components(params)
+    size = f" K={k}" if sized else ""
+    if k == 1:
         name = "Gaussian (learned)" if learned else "Gaussian (fixed)"
     elif not learned:
-        name = "GMP (fixed)"
+        name = f"GMP (fixed){size}"
+    elif imr:
+        name = f"GMP{size} +IMR" if sized else "GMP+IMR"
     else:
-        name = "GMP+IMR" if imr else "GMP"
+        name = f"GMP{size}"
     schedule = params.get("annealing.schedule", "none")
     return name if schedule in (None, "none") else f"{name} + {schedule} annealing"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of `rows` under `header`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
@@ -117,6 +131,7 @@ def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
                 state=run.data.tags.get(STATE_TAG, run.info.status),
                 params={k: _value(v) for k, v in run.data.params.items()},
                 tracking_uri=client.tracking_uri,
+                name=run.info.run_name or "",
             )
             for metric in (*REPORTED_METRICS, "train_elbo"):
                 if metric in run.data.metrics:

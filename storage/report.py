@@ -31,6 +31,7 @@ from storage.records import (
     REPORTED_METRICS,
     TrialRecord,
     collect,
+    markdown_table,
     parent_run_id,
     trial_samples,
 )
@@ -256,7 +257,7 @@ def _markdown(report: Report, sections: list[_Section], commit: str | None) -> s
         "",
     ]
     for section in sections:
-        lines += [f"## {section.title}", "", _md_table(section.header, section.rows), ""]
+        lines += [f"## {section.title}", "", markdown_table(section.header, section.rows), ""]
         lines += [f"![{caption}]({path.name})" for caption, path in section.figures]
         lines.append("")
     if report.left_out:
@@ -265,12 +266,6 @@ def _markdown(report: Report, sections: list[_Section], commit: str | None) -> s
             f"- {r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}" for r, why in report.left_out
         ]
         lines.append("")
-    return "\n".join(lines)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 

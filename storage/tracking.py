@@ -147,13 +147,14 @@ class StudyTracker(MLflowLoggerCallback):
             tags={TRIAL_TAG: trial.trial_id, PARENT_TAG: self.parent_run_id, ROLE_TAG: "trial"},
         )
         self._trial_runs[trial] = run_id
-        if self.client.get_run(run_id).info.run_name != name:  # a run from before a restart
+        run = self.client.get_run(run_id)
+        if run.info.run_name != name:  # a run from before a restart
             self.client.update_run(run_id, name=name)
         family = prior_family(params)
         tags = [RunTag(STATE_TAG, "RUNNING"), RunTag(FAMILY_TAG, family)]
         if number is not None:
             tags.append(RunTag(OPTUNA_TAG, str(number)))
-        existing = self.client.get_run(run_id).data.params
+        existing = run.data.params
         params = {k: v for k, v in {**params, "family": family}.items() if k not in existing}
         self.client.log_batch(
             run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=tags
@@ -244,14 +245,12 @@ class StudyTracker(MLflowLoggerCallback):
         a table per prior family as the run's description."""
         self._answer_written = time.monotonic()
         records = collect(self.client, [self.study])
-        runs = study_runs(self.client, self.study, {ROLE_TAG: "trial"}) or []
-        names = {run.data.tags.get(TRIAL_TAG, ""): run.info.run_name for run in runs}
         best = self._best_record(records)
-        tags = [RunTag(NOTE_TAG, study_note(self.study, records, self.objective, best, names))]
+        tags = [RunTag(NOTE_TAG, study_note(self.study, records, self.objective, best))]
         metrics = []
         if best is not None:
             tags += [
-                RunTag(BEST_TRIAL_TAG, names.get(best.trial_id, best.trial_id)),
+                RunTag(BEST_TRIAL_TAG, best.name or best.trial_id),
                 RunTag(BEST_RUN_TAG, best.run_id),
             ]
             timestamp = int(time.time() * 1000)
