@@ -18,7 +18,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.spec import CategoricalParam, SpecError, StudySpec, load_spec, parse_spec
+from orchestrator.spec import (
+    CategoricalParam,
+    SpecError,
+    StudySpec,
+    load_spec,
+    parse_spec,
+    set_path,
+)
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -275,13 +282,10 @@ def _with_settings(
         elif key == "sampler":
             update["sampler"] = value
         else:
-            node = fixed
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise BadInputError(f"--set {assignment!r}: {part!r} is not a group")
-            node[leaf] = value
+            try:
+                set_path(fixed, key, value)
+            except TypeError as err:
+                raise BadInputError(f"--set {assignment!r}: {err}") from None
     if iterations is not None:
         if iterations < 1:
             raise BadInputError(f"--iterations {iterations}: must be >= 1")

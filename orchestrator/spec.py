@@ -223,7 +223,7 @@ class StudySpec(_Strict):
         """
         data = copy.deepcopy(self.fixed)
         for path, value in params.items():
-            _set_path(data, path, value)
+            set_path(data, path, value)
         annealing = data.setdefault("annealing", {})
         if isinstance(annealing, dict):  # anything else fails the validation below, by name
             annealing.setdefault("iterations", self.budget.iterations)
@@ -338,7 +338,9 @@ def _config_problems(spec: StudySpec, params: dict[str, Any], prefix: str) -> li
     return []
 
 
-def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set the dotted setting `path` (e.g. "optim.lr_network") in nested `data`; TypeError
+    where a part of the path holds a value, not a group of settings."""
     *parents, leaf = path.split(".")
     node = data
     for key in parents:
