@@ -74,17 +74,9 @@ def trainer_config(target: str, variant: str, iterations: int, seed: int, dim: i
     file = study(target, "dis", family, 1, iterations)
     if target in MULTIMODAL:
         file["target"]["kwargs"]["dim"] = dim
-    else:
-        overrides = {**overrides, "imr.mala": {**overrides.get("imr.mala", {}), "ascent_steps": 0}}
-    config = StudySpec.model_validate(file).trainer_config({}, seed=seed)
-    data = config.model_dump()
-    for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        node[leaf] = value if not isinstance(value, dict) else {**node[leaf], **value}
-    return type(config).model_validate(data)
+    elif "imr.mala" in overrides:
+        overrides = {**overrides, "imr.mala": {**overrides["imr.mala"], "ascent_steps": 0}}
+    return StudySpec.model_validate(file).trainer_config(overrides, seed=seed)
 
 
 def run(job: tuple[str, str, int, int, int]) -> dict[str, Any]:
