@@ -50,13 +50,20 @@ def limit_threads(threads: int) -> None:
 
 
 def run_one(spec: dict) -> dict:
-    """Build a trainer for `spec`, time `iters` iterations after `warmup`; a result row."""
-    limit_threads(spec["threads"])
+    """Build a trainer for `spec`, time `iters` iterations after `warmup`; a result row.
+
+    `spec["threads"]` None takes gmp's thread policy (orchestrator/threads.py); `spec["pin"]`
+    (default true) also confines the process to that many CPUs (`limit_threads`).
+    """
+    from orchestrator.threads import use_threads
+
+    if spec["threads"] is not None and spec.get("pin", True):
+        limit_threads(spec["threads"])
     import torch
 
     from trainers import Trainer, TrainerConfig
 
-    torch.set_num_threads(spec["threads"])
+    threads_used = use_threads(spec["threads"])
     kwargs, batch, init_dt = SETTINGS[spec["target"]]
     config = TrainerConfig.model_validate(
         {
@@ -101,15 +108,22 @@ def run_one(spec: dict) -> dict:
         "warmup_s": warmup_s,
         "peak_mb": peak_mb,
         "device_name": str(trainer.device),
+        "threads_used": threads_used,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
 def run_isolated(spec: dict, script: str | Path = __file__) -> dict:
     """`script --one spec` (default: `run_one(spec)`) in a fresh interpreter; its result row.
 
-    Each configuration gets its own process so that memory peaks and thread pools do not mix.
+    Each configuration gets its own process so that memory peaks and thread pools do not mix;
+    `spec["env"]`, if given, is added to its environment.
     """
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        **spec.get("env", {}),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     proc = subprocess.run(
         [sys.executable, str(script), "--one", json.dumps(spec)],
         capture_output=True,

@@ -17,6 +17,8 @@ with one learning rate for the network and one for prior, dt and friction. The w
 iteration (rollout, gradient, update) is one `jax.jit`-compiled function.
 
     python bench/jax_dis_step.py --target funnel --iters 5 --warmup 2   # one timing row (JSON)
+    python bench/jax_dis_step.py --target funnel --no-target-score --authors --curve 1000 \
+        > jax_curve.json        # the training ELBO every 100 iterations, the authors' defaults
 
 `bench/dis_vs_jax.py` runs this beside our torch step, each in a fresh process.
 """
@@ -103,8 +105,11 @@ def _constant(n_in: int, n_out: int, weight: float, bias: float) -> tuple:
     return jnp.full((n_in, n_out), weight, jnp.float32), jnp.full(n_out, bias, jnp.float32)
 
 
-def init_params(key, dim: int, hidden: int, n_layers: int, init_dt: float) -> Params:
-    """Network (PIS-grad), learned-Gaussian prior (mean 0, std 1), dt and friction (1)."""
+def init_params(
+    key, dim: int, hidden: int, n_layers: int, init_dt: float, per_dim_friction: bool = False
+) -> Params:
+    """Network (PIS-grad), learned-Gaussian prior (mean 0, std 1), dt and friction (1, one per
+    dimension if `per_dim_friction`)."""
     import jax
     import jax.numpy as jnp
 
@@ -125,7 +130,7 @@ def init_params(key, dim: int, hidden: int, n_layers: int, init_dt: float) -> Pa
         "prior_mean": jnp.zeros(dim, jnp.float32),
         "prior_std": jnp.full(dim, inv_softplus(1.0), jnp.float32),
         "dt": jnp.full(1, inv_softplus(init_dt), jnp.float32),
-        "friction": jnp.full(1, inv_softplus(1.0), jnp.float32),
+        "friction": jnp.full(dim if per_dim_friction else 1, inv_softplus(1.0), jnp.float32),
     }
 
 
@@ -156,8 +161,21 @@ def pis_grad_net(net: Params, x, step, target_score, use_target_score: bool):
     return out
 
 
-def make_train_step(target_log_prob: Callable, dim: int, n_steps: int, batch: int, use_ts: bool):
-    """The jitted training iteration (params, adam state, key) -> (same, loss)."""
+def make_train_step(
+    target_log_prob: Callable,
+    dim: int,
+    n_steps: int,
+    batch: int,
+    use_ts: bool,
+    authors: bool = False,
+):
+    """The jitted training iteration (params, adam state, key) -> (same, loss).
+
+    `authors` switches to the authors' code defaults (PAPER.md §4) where this step differs from
+    them for speed measurements: Adam 5e-4 for prior, dt and friction too (not 1e-2), and each
+    gradient element clipped to [-1, 1] (not the global norm).
+    """
+    lr_other = LR_NETWORK if authors else LR_OTHER
     import jax
     import jax.numpy as jnp
 
@@ -188,7 +206,7 @@ def make_train_step(target_log_prob: Callable, dim: int, n_steps: int, batch: in
             x, log_w, key_gen = state
             step = step.astype(jnp.float32)
             eta = jax.nn.softplus(params["dt"][0]) * dt_schedule(step)
-            eta = eta / jax.nn.softplus(params["friction"][0])
+            eta = eta / jax.nn.softplus(params["friction"])
             scale = jnp.sqrt(2 * eta)
             drift, aux = drift_fn(x, params)
             control = pis_grad_net(
@@ -213,7 +231,7 @@ def make_train_step(target_log_prob: Callable, dim: int, n_steps: int, batch: in
         return jnp.mean(jax.vmap(per_sample_neg_elbo, in_axes=(0, None))(keys, params))
 
     def learning_rates(params: Params) -> Params:
-        lrs = {k: jax.tree.map(lambda _: LR_OTHER, v) for k, v in params.items()}
+        lrs = {k: jax.tree.map(lambda _: lr_other, v) for k, v in params.items()}
         lrs["network"] = jax.tree.map(lambda _: LR_NETWORK, params["network"])
         return lrs
 
@@ -222,8 +240,11 @@ def make_train_step(target_log_prob: Callable, dim: int, n_steps: int, batch: in
         key, sub = jax.random.split(key)
         loss, grads = jax.value_and_grad(loss_fn)(params, sub)
         grads = jax.tree.map(lambda g: jnp.where(jnp.isnan(g), 0.0, g), grads)
-        norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
-        grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, 1.0 / (norm + 1e-6)), grads)
+        if authors:
+            grads = jax.tree.map(lambda g: jnp.clip(g, -1.0, 1.0), grads)
+        else:
+            norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+            grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, 1.0 / (norm + 1e-6)), grads)
         count = adam["count"] + 1
         mu = jax.tree.map(lambda m, g: ADAM_B1 * m + (1 - ADAM_B1) * g, adam["mu"], grads)
         nu = jax.tree.map(lambda v, g: ADAM_B2 * v + (1 - ADAM_B2) * g**2, adam["nu"], grads)
@@ -238,12 +259,14 @@ def make_train_step(target_log_prob: Callable, dim: int, n_steps: int, batch: in
     return train_step
 
 
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Compile and time the JAX step for `spec` (keys as in bench/dis_step.py); a result row.
+def build(spec: dict[str, Any]) -> tuple:
+    """The jitted step and its starting (params, adam state, key) for `spec`.
 
     `spec["threads"]` bounds the CPUs (affinity) and, at 1, XLA's own thread pools;
     `spec["cache_dir"]`, if set, is JAX's persistent compilation cache (later processes of the
-    same configuration load the compiled step instead of compiling it again).
+    same configuration load the compiled step instead of compiling it again); `spec["authors"]`
+    (default false) takes the authors' code defaults (see `make_train_step`) and one friction
+    per dimension.
     """
     limit_threads(spec["threads"])
     if spec["threads"] == 1:
@@ -259,9 +282,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+    authors = spec.get("authors", False)
     arrays = target_arrays(spec["target"], spec["target_kwargs"])
     dim = int(arrays["dim"])
-    params = init_params(jax.random.PRNGKey(0), dim, spec["hidden"], 2, spec["init_dt"])
+    params = init_params(jax.random.PRNGKey(0), dim, spec["hidden"], 2, spec["init_dt"], authors)
     zeros = jax.tree.map(jnp.zeros_like, params)
     adam = {"count": jnp.zeros((), jnp.int32), "mu": zeros, "nu": zeros}
     step = make_train_step(
@@ -270,8 +294,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         spec["n_steps"],
         spec["batch"],
         spec["target_score"],
+        authors,
     )
-    key = jax.random.PRNGKey(1)
+    return step, (params, adam, jax.random.PRNGKey(1)), dim
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Compile and time the JAX step for `spec` (keys as in bench/dis_step.py); a result row."""
+    import jax
+
+    step, (params, adam, key), dim = build(spec)
     start = time.perf_counter()
     params, adam, key, loss = step(params, adam, key)
     loss.block_until_ready()
@@ -300,6 +332,18 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def learning_curve(spec: dict[str, Any], iterations: int, every: int) -> list[dict[str, float]]:
+    """Train `iterations` iterations; the training ELBO (minus the batch's loss) every `every`."""
+    step, (params, adam, key), _ = build(spec)
+    rows = []
+    for iteration in range(1, iterations + 1):
+        params, adam, key, loss = step(params, adam, key)
+        if iteration % every == 0:
+            rows.append({"iteration": iteration, "train_elbo": -float(loss)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     """One JSON row on stdout: the JAX step for one target, timed after compilation."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -310,6 +354,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-target-score", action="store_true")
+    parser.add_argument("--authors", action="store_true", help="the authors' code defaults")
+    parser.add_argument(
+        "--curve",
+        type=int,
+        metavar="ITERS",
+        help="train ITERS iterations and "
+        "write the training ELBO every --every iterations (JSON) instead",
+    )
+    parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -327,7 +380,11 @@ def main() -> None:
             "warmup": args.warmup,
             "target_score": not args.no_target_score,
             "threads": os.cpu_count(),
+            "authors": args.authors,
         }
+    if args.curve:
+        print(json.dumps(learning_curve(spec, args.curve, args.every)))
+        return
     print(json.dumps(run_one(spec)))
 
 

@@ -26,6 +26,7 @@ from orchestrator.spec import (
     parse_spec,
     set_path,
 )
+from orchestrator.threads import THREADS_ENV, ThreadSettingError, use_threads
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -237,9 +238,14 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and any(out.iterdir()):
         raise BadInputError(f"--out {out}: the folder exists and is not empty")
+    try:
+        threads = use_threads()
+    except ThreadSettingError as err:
+        raise BadInputError(str(err)) from None
     console.print(
         f"training {spec.name} ({spec.sampler}, {spec.target.name}) for "
-        f"{spec.budget.iterations} iterations with {params or 'the fixed settings'}",
+        f"{spec.budget.iterations} iterations with {params or 'the fixed settings'} "
+        f"({threads} CPU thread{'s' if threads > 1 else ''}; set {THREADS_ENV} to change)",
         markup=False,
     )
     trainer = Trainer(config)

@@ -19,6 +19,7 @@ import targets
 from orchestrator import tuning
 from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
 from orchestrator.spec import Storage, StudySpec
+from orchestrator.threads import openmp_environment
 from storage.layout import StudyPaths
 from storage.optuna_storage import open_storage, password_to_env
 from storage.tracking import StudyTracker, credentials_to_env
@@ -92,7 +93,8 @@ def _definition(spec: StudySpec) -> str:
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to `address`, or start a local Ray with no dashboard.
+    """Connect to `address`, or start a local Ray with no dashboard whose workers start with the
+    thread policy's OpenMP settings (a cluster's nodes take theirs from the package import).
 
     Returns True if this call started Ray (the caller then shuts it down)."""
     if ray.is_initialized():
@@ -105,6 +107,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
             include_dashboard=False,
             configure_logging=True,
             logging_level="WARNING",
+            runtime_env={"env_vars": openmp_environment()},
         )
     return True
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import ray
 
+from orchestrator.threads import use_threads
 
-def _run_in_task(fn: Callable[[Any], Any], item: Any) -> tuple[Any, dict[str, Any]]:
+
+def _run_in_task(fn: Callable[[Any], Any], item: Any, cpus: float) -> tuple[Any, dict[str, Any]]:
+    use_threads(cpus)
     result = fn(item)
     context = ray.get_runtime_context()
     return result, {"task_id": context.get_task_id(), "pid": os.getpid()}
@@ -29,7 +32,7 @@ class RayTaskExecutor:
         self._remote = ray.remote(num_cpus=num_cpus, max_retries=2)(_run_in_task)
 
     def __call__(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        refs = [self._remote.remote(fn, item) for item in items]
+        refs = [self._remote.remote(fn, item, self.num_cpus) for item in items]
         outputs = ray.get(refs)
         self.tasks.extend(info for _, info in outputs)
         return [result for result, _ in outputs]

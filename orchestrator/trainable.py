@@ -15,6 +15,7 @@ from ray import tune
 
 from orchestrator.spec import StudySpec
 from orchestrator.tasks import RayTaskExecutor
+from orchestrator.threads import use_threads
 from storage.samples import write_samples
 from trainers import Trainer
 
@@ -34,7 +35,7 @@ class GMPTrainable(tune.Trainable):
         """Build the trainer from the study spec and this trial's sampled parameters."""
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
         self.spec = StudySpec.model_validate_json(spec_json)
-        torch.set_num_threads(max(1, int(self.spec.resources.cpus)))
+        use_threads(self.spec.resources.cpus)
         self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
         self._build(config)
 

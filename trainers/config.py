@@ -67,6 +67,11 @@ class NetworkConfig(_Strict):
     )
     inner_clip: float = Field(1e2, gt=0)
     outer_clip: float = Field(1e4, gt=0)
+    time_input: Literal["fraction", "step"] = Field(
+        "fraction",
+        description="the time that the Fourier features see at step n of N: fraction = n / N; "
+        "step = n itself (the authors' code)",
+    )
     score_scale_init: float | None = Field(
         None,
         description="initial scale of the target score (bias); none: the sampler's default "

@@ -83,6 +83,7 @@ class ControlNetwork(nn.Module):
         self.dim = dim
         self.inner_clip = config.inner_clip
         self.outer_clip = config.outer_clip
+        self.time_input = config.time_input
         hidden, n_feat = config.hidden, config.n_time_features
 
         def dense(n_in: int, n_out: int) -> nn.Linear:
@@ -104,8 +105,13 @@ class ControlNetwork(nn.Module):
             )
             self.score_net = _gelu_mlp(score_layers)
 
+    def step_times(self, n_steps: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The times of steps n = 0..N [N + 1] as the network sees them (`time_input`)."""
+        steps = torch.arange(n_steps + 1, device=device, dtype=dtype)
+        return steps / n_steps if self.time_input == "fraction" else steps
+
     def time_terms(self, t: Tensor) -> TimeTerms:
-        """The time-only parts of the network for times `t` [T]."""
+        """The time-only parts of the network for times `t` [T] (see `step_times`)."""
         features = self.time_features(t)
         embedding = self.time_embedding(features)
         weight_t = self.state_input.weight[:, self.dim :]

@@ -25,10 +25,9 @@ from trainers.time_schedule import TimeSchedule
 
 
 def _network_terms(network: ControlNetwork, schedule: TimeSchedule) -> tuple[Tensor, ...]:
-    """The network's time terms at t_n = n / N, n = 0..N (the unused ones left out)."""
-    n_steps = schedule.n_steps
+    """The network's time terms at steps n = 0..N (the unused ones left out)."""
     ref = schedule.shape
-    t = torch.arange(n_steps + 1, device=ref.device, dtype=ref.dtype) / n_steps
+    t = network.step_times(schedule.n_steps, ref.device, ref.dtype)
     return tuple(term for term in network.time_terms(t) if term is not None)
 
 
@@ -67,7 +66,7 @@ class DIS(Sampler):
         self.needs_target_score = network.score_net is not None
 
     def step_terms(self) -> tuple[Tensor, ...]:
-        """The network's time terms at t_n = n / N, n = 0..N."""
+        """The network's time terms at steps n = 0..N."""
         return _network_terms(self.network, self.schedule)
 
     def base_drift(

@@ -97,11 +97,12 @@ def test_train_takes_any_trainer_setting_an_iteration_count_and_saves_the_sample
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "GMP_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("training train-cli (cmcd, gmm40) for 4 iterations")
+    assert lines[0].endswith("(1 CPU thread; set GMP_THREADS to change)")
     assert any(line.startswith("iteration      4/4") for line in lines)
     trained = trainers.load(out)
     assert trained.iteration == 4 and trained.config.sampler == "cmcd"
@@ -117,3 +118,13 @@ def test_train_takes_any_trainer_setting_an_iteration_count_and_saves_the_sample
     )
     assert bad.returncode == 2, bad.stderr
     assert "optim.no_such_rate: Extra inputs are not permitted" in bad.stderr
+
+    bad_threads = subprocess.run(
+        [*GMP, "train", str(study), "--iterations", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GMP_THREADS": "many"},
+    )
+    assert bad_threads.returncode == 2, bad_threads.stderr
+    assert "GMP_THREADS='many': expected a whole number >= 1" in bad_threads.stderr

@@ -71,3 +71,24 @@ def test_outer_clip_and_network_without_score() -> None:
     assert plain.score_net is None
     t = torch.tensor(0.5, dtype=torch.float64)
     torch.testing.assert_close(plain(x, t), torch.zeros_like(x), atol=1e-5, rtol=0)
+
+
+def test_the_time_that_the_network_sees_at_each_step() -> None:
+    """`fraction` feeds n / N (our default), `step` the index n itself (the authors' code)."""
+    fraction, step = make(), make(time_input="step")
+    steps = torch.arange(5, dtype=torch.float64)
+    torch.testing.assert_close(fraction.step_times(4, "cpu", torch.float64), steps / 4)
+    torch.testing.assert_close(step.step_times(4, "cpu", torch.float64), steps)
+    # the same weights, so the step-index network at t = 3 is the fraction network at t = 3
+    step.load_state_dict(fraction.state_dict())
+    x, score = inputs()
+    with torch.no_grad():
+        step.state_net[-1].weight.normal_(generator=torch.Generator().manual_seed(2))
+        fraction.state_net[-1].weight.copy_(step.state_net[-1].weight)
+    at_three = torch.tensor(3.0, dtype=torch.float64)
+    torch.testing.assert_close(step(x, at_three, score), fraction(x, at_three, score))
+    terms = step.time_terms(step.step_times(4, "cpu", torch.float64))
+    torch.testing.assert_close(
+        step.control(x, terms.state_bias[3], terms.score_scale[3], score),
+        fraction(x, at_three, score),
+    )
