@@ -91,8 +91,11 @@ def _definition(spec: StudySpec) -> str:
     return spec.model_dump_json(exclude={"storage", "address", "description"})
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to `address`, or start a local Ray with no dashboard.
+def start_ray(
+    address: str | None, num_cpus: int | None = None, code_dir: Path | None = None
+) -> bool:
+    """Connect to `address`, or start a local Ray with no dashboard whose workers also import
+    from `code_dir` (a cluster's workers import what is installed or shipped with the job).
 
     Returns True if this call started Ray (the caller then shuts it down)."""
     if ray.is_initialized():
@@ -105,8 +108,17 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
             include_dashboard=False,
             configure_logging=True,
             logging_level="WARNING",
+            runtime_env=_import_path_env(code_dir),
         )
     return True
+
+
+def _import_path_env(code_dir: Path | None) -> dict[str, Any] | None:
+    """A runtime environment whose PYTHONPATH ends with `code_dir` (None: no change)."""
+    if code_dir is None:
+        return None
+    entries = [os.environ.get("PYTHONPATH", ""), str(code_dir)]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(e for e in entries if e)}}
 
 
 def run_study(
@@ -117,11 +129,14 @@ def run_study(
     num_cpus: int | None = None,
     verbose: int = 1,
     join: bool = False,
+    code_dir: Path | None = None,
 ) -> tune.ResultGrid:
     """Run (or resume) the study to its budget; returns Tune's results.
 
     Refuses (StudyBusyError) while another driver runs the study, unless `join`: then this
-    driver runs its own Tune experiment on the same Optuna study until the study's budget."""
+    driver runs its own Tune experiment on the same Optuna study until the study's budget.
+    A target given as `module:function` is imported by the trials' workers too: a local Ray's
+    workers find it in `code_dir` (the study file's folder) as well as on their import path."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
@@ -129,7 +144,9 @@ def run_study(
     register_study(spec, storage)
     experiment = joining_experiment(spec.name) if join else spec.name
     with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
-        started = start_ray(address or spec.address, num_cpus)
+        if not targets.plugins.is_reference(spec.target.name):
+            code_dir = None
+        started = start_ray(address or spec.address, num_cpus, code_dir)
         try:
             tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
             return tuner.fit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -190,9 +191,6 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        _check_target(self.target)
-        for goal in self.objective:
-            _check_metric_known(goal.metric, self.target.name)
         if len(self.objective) > 1 and self.scheduler.type != "none":
             raise ValueError("early stopping (scheduler) needs a single objective")
         if self.search.algorithm == "grid" and not all(
@@ -246,7 +244,10 @@ class SpecError(ValueError):
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and fully validate a study file; raises `SpecError` naming the file and fields."""
+    """Read and fully validate a study file; raises `SpecError` naming the file and fields.
+
+    The file's folder is added to the end of the import path (`sys.path`), so that a target
+    given as `module:function` finds a module beside the study file."""
     file = str(path)
     try:
         text = Path(path).read_text()
@@ -264,7 +265,20 @@ def load_spec(path: str | Path) -> StudySpec:
         raise SpecError(file, ["nested too deeply to be a study file"]) from None
     if not isinstance(data, dict):
         raise SpecError(file, ["the file must hold a mapping of study fields"])
+    importable(study_folder(path))
     return parse_spec(data, file)
+
+
+def study_folder(path: str | Path) -> Path:
+    """The folder of study file `path` (absolute): where its target modules may lie."""
+    return Path(path).resolve().parent
+
+
+def importable(folder: Path) -> None:
+    """Append `folder` to `sys.path` unless it is there (modules installed or on PYTHONPATH win
+    over ones of the same name in `folder`)."""
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 
 def parse_spec(data: dict[str, Any], file: str = "<study>") -> StudySpec:
@@ -273,7 +287,7 @@ def parse_spec(data: dict[str, Any], file: str = "<study>") -> StudySpec:
         spec = StudySpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(file, [_describe(e) for e in err.errors()]) from None
-    problems = _check_trainer_values(spec)
+    problems = _target_problems(spec) or _check_trainer_values(spec)
     if problems:
         raise SpecError(file, problems)
     return spec
@@ -285,28 +299,34 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}"
 
 
-def _check_target(target: TargetSpec) -> None:
+def _target_problems(spec: StudySpec) -> list[str]:
+    """The target must exist and take the given arguments (an outside target is built, so that
+    a module that is missing, an attribute that is not there, or a factory that returns no valid
+    `Target` is found here), and the objective's metrics must be ones the target can give."""
+    target = spec.target
     try:
-        accepted = targets.parameters(target.name)
+        targets.check_arguments(target.name, target.kwargs)
+        facts = targets.info(target.name, target.kwargs)
+    except targets.TargetArgumentError as err:
+        return [f"target.kwargs: {err}"]
     except targets.TargetError as err:
-        raise ValueError(str(err)) from None
-    unknown = sorted(set(target.kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"target {target.name!r} has no argument(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or 'no arguments'}"
-        )
+        return [f"target.name: {err}"]
+    return [
+        f"objective.{i}.metric: {problem}"
+        for i, goal in enumerate(spec.objective)
+        if (problem := _metric_problem(goal.metric, facts))
+    ]
 
 
-def _check_metric_known(metric: str, target_name: str) -> None:
-    facts = targets.info(target_name)
+def _metric_problem(metric: str, facts: targets.TargetInfo) -> str | None:
     needs = {"delta_log_z": ("log_Z", facts.log_Z), "sinkhorn": ("samples", facts.samples)}
     needs["emc"] = ("modes", facts.modes)
     if metric in needs and not needs[metric][1]:
-        raise ValueError(
+        return (
             f"objective metric {metric!r} needs a target with known {needs[metric][0]}; "
-            f"{target_name!r} has none"
+            f"{facts.name!r} has none"
         )
+    return None
 
 
 def _check_trainer_values(spec: StudySpec) -> list[str]:
