@@ -27,11 +27,13 @@ class _Strict(BaseModel):
 class FloatParam(_Strict):
     """A float range, optionally log-uniform or stepped."""
 
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(None, gt=0)
+    type: Literal["float"] = Field(description="a float range")
+    low: float = Field(description="smallest value")
+    high: float = Field(description="largest value (> low)")
+    log: bool = Field(False, description="sample log-uniformly (needs low > 0)")
+    step: float | None = Field(
+        None, gt=0, description="values low, low + step, ...; none: any value (not with log)"
+    )
 
     @model_validator(mode="after")
     def _non_empty(self) -> FloatParam:
@@ -48,11 +50,11 @@ class FloatParam(_Strict):
 class IntParam(_Strict):
     """An integer range, optionally log-uniform or stepped."""
 
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, ge=1)
+    type: Literal["int"] = Field(description="an integer range")
+    low: int = Field(description="smallest value")
+    high: int = Field(description="largest value (> low)")
+    log: bool = Field(False, description="sample log-uniformly (needs low > 0, step 1)")
+    step: int = Field(1, ge=1, description="values low, low + step, ...")
 
     @model_validator(mode="after")
     def _non_empty(self) -> IntParam:
@@ -69,8 +71,10 @@ class IntParam(_Strict):
 class CategoricalParam(_Strict):
     """A choice among listed values."""
 
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    type: Literal["categorical"] = Field(description="a choice among listed values")
+    choices: list[Scalar] = Field(
+        min_length=1, description="the values (booleans, numbers or strings)"
+    )
 
     def values_to_check(self) -> list[Scalar]:
         """Values that must each give a valid trainer configuration."""
@@ -90,14 +94,19 @@ def _check_range(low: float, high: float, log: bool) -> None:
 class Objective(_Strict):
     """One metric to optimise and its direction."""
 
-    metric: Literal[METRICS]  # type: ignore[valid-type]
-    direction: Literal["maximize", "minimize"]
+    metric: Literal[METRICS] = Field(  # type: ignore[valid-type]
+        description="an evaluation metric (docs/metrics.md); delta_log_z, sinkhorn and emc need "
+        "a target with known log Z, samples and modes"
+    )
+    direction: Literal["maximize", "minimize"] = Field(
+        description="maximize (elbo, log_z, ess, emc) or minimize (delta_log_z, sinkhorn)"
+    )
 
 
 class Budget(_Strict):
     """How many trials, how long each trains, how often it is evaluated."""
 
-    trials: int = Field(ge=1)
+    trials: int = Field(ge=1, description="trials of the study (over every run of it)")
     iterations: int = Field(ge=1, description="training iterations per trial")
     eval_interval: int = Field(ge=1, description="iterations between evaluations")
     time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the study")
@@ -119,60 +128,92 @@ class Budget(_Strict):
 class Search(_Strict):
     """The Optuna sampler proposing trials."""
 
-    algorithm: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
-    seed: int = 0
+    algorithm: Literal["tpe", "cmaes", "random", "grid"] = Field(
+        "tpe", description="Optuna's sampler; grid needs categorical parameters only"
+    )
+    seed: int = Field(0, description="seed of the Optuna sampler")
 
 
 class Scheduler(_Strict):
     """Tune's early-stopping scheduler; periods are counted in evaluations."""
 
-    type: Literal["asha", "hyperband", "median", "none"] = "none"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    type: Literal["asha", "hyperband", "median", "none"] = Field(
+        "none", description="ASHA, HyperBand, median stopping, or no early stopping"
+    )
+    grace_period: int = Field(
+        1, ge=1, description="evaluations a trial runs before it may be stopped (asha, median)"
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="share of trials kept at each rung is 1 / this (asha, hyperband)"
+    )
 
 
 class Resources(_Strict):
     """What one trial holds: CPUs and (fractional) GPUs, plus one CPU per parallel IMR task."""
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
-    imr_task_cpus: float = Field(1.0, gt=0)
+    cpus: float = Field(1.0, gt=0, description="CPUs of a trial (also its torch threads)")
+    gpus: float = Field(0.0, ge=0, description="GPUs of a trial; a fraction shares one GPU")
+    imr_task_cpus: float = Field(1.0, gt=0, description="CPUs of one IMR candidate-search task")
     imr_parallel_tasks: int = Field(1, ge=0, description="IMR task bundles reserved per trial")
 
 
 class Storage(_Strict):
     """Where the study is recorded; empty URLs mean files under `root`."""
 
-    root: Path = Path("gmp-runs")
-    optuna_url: str | None = None
-    mlflow_uri: str | None = None
+    root: Path = Field(
+        Path("gmp-runs"), description="folder of the local records (Optuna, MLflow, Tune)"
+    )
+    optuna_url: str | None = Field(
+        None,
+        description="Optuna storage URL (e.g. postgresql+psycopg://...); none: $GMP_OPTUNA_URL, "
+        "else a file under root",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (e.g. http://host:5000); none: $GMP_MLFLOW_URI, else "
+        "a store under root",
+    )
 
 
 class Failures(_Strict):
     """How often a trial is restarted from its last checkpoint after a crash."""
 
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(
+        2, ge=0, description="restarts of a crashed trial from its last checkpoint"
+    )
 
 
 class StudySpec(_Strict):
     """A whole study: target, sampler, fixed values, search space, objective and how to run it."""
 
-    name: str
-    description: str = ""
-    target: TargetSpec
-    sampler: SamplerName = "dis"
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    search_space: dict[str, Param] = Field(default_factory=dict)
-    objective: list[Objective] = Field(min_length=1)
-    budget: Budget
-    search: Search = Field(default_factory=Search)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
-    concurrency: int = Field(1, ge=1)
-    resources: Resources = Field(default_factory=Resources)
-    seed: int = 0
-    storage: Storage = Field(default_factory=Storage)
+    name: str = Field(
+        description="the study's name (letters, digits, _ - .): running a file of the same name "
+        "again resumes the study"
+    )
+    description: str = Field("", description="free text, shown in MLflow")
+    target: TargetSpec = Field(description="the density to sample")
+    sampler: SamplerName = Field("dis", description="the diffusion sampler")
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="trainer settings shared by every trial (see below)"
+    )
+    search_space: dict[str, Param] = Field(
+        default_factory=dict,
+        description="what Optuna searches: trainer settings by their dotted path",
+    )
+    objective: list[Objective] = Field(
+        min_length=1, description="one objective, or a list of them (multi-objective)"
+    )
+    budget: Budget = Field(description="trials and iterations")
+    search: Search = Field(default_factory=Search, description="how trials are proposed")
+    scheduler: Scheduler = Field(default_factory=Scheduler, description="early stopping")
+    concurrency: int = Field(1, ge=1, description="trials running at the same time")
+    resources: Resources = Field(default_factory=Resources, description="what a trial holds")
+    seed: int = Field(
+        0, description="every trial's training seed, unless `fixed` or `search_space` sets seed"
+    )
+    storage: Storage = Field(default_factory=Storage, description="where the study is recorded")
     address: str | None = Field(None, description="Ray cluster address; none: a local Ray")
-    failures: Failures = Field(default_factory=Failures)
+    failures: Failures = Field(default_factory=Failures, description="crash restarts")
 
     @field_validator("name")
     @classmethod

@@ -73,6 +73,7 @@ STUDY: dict[str, Any] = {
         "prior": {"init_std": 2.0},
         "optim": {"lr_prior": 0.05},
     },
+    "search_space": {"optim.lr_network": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True}},
     "objective": {"metric": "delta_log_z", "direction": "minimize"},
     "budget": {"trials": 1, "iterations": 30, "eval_interval": 15},
     "resources": {"cpus": 1, "imr_parallel_tasks": 0},
