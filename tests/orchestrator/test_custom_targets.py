@@ -122,3 +122,9 @@ def test_the_custom_target_guide_example_trains_to_its_known_log_z(tmp_path):
     _assert_estimates(trained, log_z)
     metrics = trained.evaluate().metrics
     assert metrics["sinkhorn"] < 1.0  # it has ground-truth samples too
+
+
+def test_the_guide_shows_the_example_files_as_they_are():
+    guide = (EXAMPLE.parents[2] / "docs" / "custom-targets.md").read_text()
+    for path, language in ((EXAMPLE.with_suffix(".py"), "python"), (EXAMPLE, "yaml")):
+        assert f"```{language}\n{path.read_text()}```" in guide, path.name
