@@ -25,6 +25,7 @@ from orchestrator.spec import (
     load_spec,
     parse_spec,
     set_path,
+    study_folder,
 )
 from orchestrator.threads import THREADS_ENV, ThreadSettingError, use_threads
 
@@ -47,7 +48,11 @@ def _cmd_targets(args: argparse.Namespace, console: Console) -> int:
     for column in ("name", "dim", "log Z", "samples", "modes", "what"):
         table.add_column(column)
     for name in targets.names():
-        facts = targets.info(name)
+        try:
+            facts = targets.info(name)
+        except targets.TargetError as err:  # an entry point that cannot be built as it is
+            table.add_row(name, "?", "?", "?", "?", str(err))
+            continue
         table.add_row(
             name,
             facts.dim,
@@ -86,7 +91,14 @@ def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     spec, text = _load(args.file)
     root = _root(args, spec)
     try:
-        results = run_study(spec, text, root=root, address=args.address, join=args.join)
+        results = run_study(
+            spec,
+            text,
+            root=root,
+            address=args.address,
+            join=args.join,
+            code_dir=study_folder(args.file),
+        )
     except StudyConflictError as err:
         raise BadInputError(str(err)) from None
     except StudyBusyError as err:
@@ -310,7 +322,7 @@ def spec_metrics(spec: StudySpec) -> list[str]:
     """Metrics worth printing for this study's target."""
     import targets
 
-    facts = targets.info(spec.target.name)
+    facts = targets.info(spec.target.name, spec.target.kwargs)
     shown = ["elbo", "log_z", "ess"]
     shown += ["delta_log_z"] if facts.log_Z else []
     shown += ["sinkhorn"] if facts.samples else []

@@ -92,9 +92,13 @@ def _definition(spec: StudySpec) -> str:
     return spec.model_dump_json(exclude={"storage", "address", "description"})
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+def start_ray(
+    address: str | None, num_cpus: int | None = None, code_dir: Path | None = None
+) -> bool:
     """Connect to `address`, or start a local Ray with no dashboard whose workers start with the
-    thread policy's OpenMP settings (a cluster's nodes take theirs from the package import).
+    thread policy's OpenMP settings and also import from `code_dir` (a cluster's workers take
+    their OpenMP settings from the package import, and import what is installed or shipped with
+    the job).
 
     Returns True if this call started Ray (the caller then shuts it down)."""
     if ray.is_initialized():
@@ -107,9 +111,19 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
             include_dashboard=False,
             configure_logging=True,
             logging_level="WARNING",
-            runtime_env={"env_vars": openmp_environment()},
+            runtime_env=_worker_env(code_dir),
         )
     return True
+
+
+def _worker_env(code_dir: Path | None) -> dict[str, Any]:
+    """A local Ray's runtime environment: the OpenMP settings, and a PYTHONPATH that ends with
+    `code_dir` (None: no change)."""
+    env_vars = openmp_environment()
+    if code_dir is not None:
+        entries = [os.environ.get("PYTHONPATH", ""), str(code_dir)]
+        env_vars["PYTHONPATH"] = os.pathsep.join(e for e in entries if e)
+    return {"env_vars": env_vars}
 
 
 def run_study(
@@ -120,11 +134,14 @@ def run_study(
     num_cpus: int | None = None,
     verbose: int = 1,
     join: bool = False,
+    code_dir: Path | None = None,
 ) -> tune.ResultGrid:
     """Run (or resume) the study to its budget; returns Tune's results.
 
     Refuses (StudyBusyError) while another driver runs the study, unless `join`: then this
-    driver runs its own Tune experiment on the same Optuna study until the study's budget."""
+    driver runs its own Tune experiment on the same Optuna study until the study's budget.
+    A target given as `module:function` is imported by the trials' workers too: a local Ray's
+    workers find it in `code_dir` (the study file's folder) as well as on their import path."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
@@ -132,7 +149,9 @@ def run_study(
     register_study(spec, storage)
     experiment = joining_experiment(spec.name) if join else spec.name
     with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
-        started = start_ray(address or spec.address, num_cpus)
+        if not targets.plugins.is_reference(spec.target.name):
+            code_dir = None
+        started = start_ray(address or spec.address, num_cpus, code_dir)
         try:
             tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
             return tuner.fit()

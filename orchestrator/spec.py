@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,11 +27,13 @@ class _Strict(BaseModel):
 class FloatParam(_Strict):
     """A float range, optionally log-uniform or stepped."""
 
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(None, gt=0)
+    type: Literal["float"] = Field(description="a float range")
+    low: float = Field(description="smallest value")
+    high: float = Field(description="largest value (> low)")
+    log: bool = Field(False, description="sample log-uniformly (needs low > 0)")
+    step: float | None = Field(
+        None, gt=0, description="values low, low + step, ...; none: any value (not with log)"
+    )
 
     @model_validator(mode="after")
     def _non_empty(self) -> FloatParam:
@@ -47,11 +50,11 @@ class FloatParam(_Strict):
 class IntParam(_Strict):
     """An integer range, optionally log-uniform or stepped."""
 
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, ge=1)
+    type: Literal["int"] = Field(description="an integer range")
+    low: int = Field(description="smallest value")
+    high: int = Field(description="largest value (> low)")
+    log: bool = Field(False, description="sample log-uniformly (needs low > 0, step 1)")
+    step: int = Field(1, ge=1, description="values low, low + step, ...")
 
     @model_validator(mode="after")
     def _non_empty(self) -> IntParam:
@@ -68,8 +71,10 @@ class IntParam(_Strict):
 class CategoricalParam(_Strict):
     """A choice among listed values."""
 
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    type: Literal["categorical"] = Field(description="a choice among listed values")
+    choices: list[Scalar] = Field(
+        min_length=1, description="the values (booleans, numbers or strings)"
+    )
 
     def values_to_check(self) -> list[Scalar]:
         """Values that must each give a valid trainer configuration."""
@@ -89,14 +94,19 @@ def _check_range(low: float, high: float, log: bool) -> None:
 class Objective(_Strict):
     """One metric to optimise and its direction."""
 
-    metric: Literal[METRICS]  # type: ignore[valid-type]
-    direction: Literal["maximize", "minimize"]
+    metric: Literal[METRICS] = Field(  # type: ignore[valid-type]
+        description="an evaluation metric (docs/metrics.md); delta_log_z, sinkhorn and emc need "
+        "a target with known log Z, samples and modes"
+    )
+    direction: Literal["maximize", "minimize"] = Field(
+        description="maximize (elbo, log_z, ess, emc) or minimize (delta_log_z, sinkhorn)"
+    )
 
 
 class Budget(_Strict):
     """How many trials, how long each trains, how often it is evaluated."""
 
-    trials: int = Field(ge=1)
+    trials: int = Field(ge=1, description="trials of the study (over every run of it)")
     iterations: int = Field(ge=1, description="training iterations per trial")
     eval_interval: int = Field(ge=1, description="iterations between evaluations")
     time_limit_s: float | None = Field(None, gt=0, description="wall-clock limit of the study")
@@ -118,60 +128,92 @@ class Budget(_Strict):
 class Search(_Strict):
     """The Optuna sampler proposing trials."""
 
-    algorithm: Literal["tpe", "cmaes", "random", "grid"] = "tpe"
-    seed: int = 0
+    algorithm: Literal["tpe", "cmaes", "random", "grid"] = Field(
+        "tpe", description="Optuna's sampler; grid needs categorical parameters only"
+    )
+    seed: int = Field(0, description="seed of the Optuna sampler")
 
 
 class Scheduler(_Strict):
     """Tune's early-stopping scheduler; periods are counted in evaluations."""
 
-    type: Literal["asha", "hyperband", "median", "none"] = "none"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
+    type: Literal["asha", "hyperband", "median", "none"] = Field(
+        "none", description="ASHA, HyperBand, median stopping, or no early stopping"
+    )
+    grace_period: int = Field(
+        1, ge=1, description="evaluations a trial runs before it may be stopped (asha, median)"
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="share of trials kept at each rung is 1 / this (asha, hyperband)"
+    )
 
 
 class Resources(_Strict):
     """What one trial holds: CPUs and (fractional) GPUs, plus one CPU per parallel IMR task."""
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
-    imr_task_cpus: float = Field(1.0, gt=0)
+    cpus: float = Field(1.0, gt=0, description="CPUs of a trial (also its torch threads)")
+    gpus: float = Field(0.0, ge=0, description="GPUs of a trial; a fraction shares one GPU")
+    imr_task_cpus: float = Field(1.0, gt=0, description="CPUs of one IMR candidate-search task")
     imr_parallel_tasks: int = Field(1, ge=0, description="IMR task bundles reserved per trial")
 
 
 class Storage(_Strict):
     """Where the study is recorded; empty URLs mean files under `root`."""
 
-    root: Path = Path("gmp-runs")
-    optuna_url: str | None = None
-    mlflow_uri: str | None = None
+    root: Path = Field(
+        Path("gmp-runs"), description="folder of the local records (Optuna, MLflow, Tune)"
+    )
+    optuna_url: str | None = Field(
+        None,
+        description="Optuna storage URL (e.g. postgresql+psycopg://...); none: $GMP_OPTUNA_URL, "
+        "else a file under root",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (e.g. http://host:5000); none: $GMP_MLFLOW_URI, else "
+        "a store under root",
+    )
 
 
 class Failures(_Strict):
     """How often a trial is restarted from its last checkpoint after a crash."""
 
-    max_failures: int = Field(2, ge=0)
+    max_failures: int = Field(
+        2, ge=0, description="restarts of a crashed trial from its last checkpoint"
+    )
 
 
 class StudySpec(_Strict):
     """A whole study: target, sampler, fixed values, search space, objective and how to run it."""
 
-    name: str
-    description: str = ""
-    target: TargetSpec
-    sampler: SamplerName = "dis"
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    search_space: dict[str, Param] = Field(default_factory=dict)
-    objective: list[Objective] = Field(min_length=1)
-    budget: Budget
-    search: Search = Field(default_factory=Search)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
-    concurrency: int = Field(1, ge=1)
-    resources: Resources = Field(default_factory=Resources)
-    seed: int = 0
-    storage: Storage = Field(default_factory=Storage)
+    name: str = Field(
+        description="the study's name (letters, digits, _ - .): running a file of the same name "
+        "again resumes the study"
+    )
+    description: str = Field("", description="free text, shown in MLflow")
+    target: TargetSpec = Field(description="the density to sample")
+    sampler: SamplerName = Field("dis", description="the diffusion sampler")
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="trainer settings shared by every trial (see below)"
+    )
+    search_space: dict[str, Param] = Field(
+        default_factory=dict,
+        description="what Optuna searches: trainer settings by their dotted path",
+    )
+    objective: list[Objective] = Field(
+        min_length=1, description="one objective, or a list of them (multi-objective)"
+    )
+    budget: Budget = Field(description="trials and iterations")
+    search: Search = Field(default_factory=Search, description="how trials are proposed")
+    scheduler: Scheduler = Field(default_factory=Scheduler, description="early stopping")
+    concurrency: int = Field(1, ge=1, description="trials running at the same time")
+    resources: Resources = Field(default_factory=Resources, description="what a trial holds")
+    seed: int = Field(
+        0, description="every trial's training seed, unless `fixed` or `search_space` sets seed"
+    )
+    storage: Storage = Field(default_factory=Storage, description="where the study is recorded")
     address: str | None = Field(None, description="Ray cluster address; none: a local Ray")
-    failures: Failures = Field(default_factory=Failures)
+    failures: Failures = Field(default_factory=Failures, description="crash restarts")
 
     @field_validator("name")
     @classmethod
@@ -190,9 +232,6 @@ class StudySpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        _check_target(self.target)
-        for goal in self.objective:
-            _check_metric_known(goal.metric, self.target.name)
         if len(self.objective) > 1 and self.scheduler.type != "none":
             raise ValueError("early stopping (scheduler) needs a single objective")
         if self.search.algorithm == "grid" and not all(
@@ -246,7 +285,10 @@ class SpecError(ValueError):
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and fully validate a study file; raises `SpecError` naming the file and fields."""
+    """Read and fully validate a study file; raises `SpecError` naming the file and fields.
+
+    The file's folder is added to the end of the import path (`sys.path`), so that a target
+    given as `module:function` finds a module beside the study file."""
     file = str(path)
     try:
         text = Path(path).read_text()
@@ -264,7 +306,20 @@ def load_spec(path: str | Path) -> StudySpec:
         raise SpecError(file, ["nested too deeply to be a study file"]) from None
     if not isinstance(data, dict):
         raise SpecError(file, ["the file must hold a mapping of study fields"])
+    importable(study_folder(path))
     return parse_spec(data, file)
+
+
+def study_folder(path: str | Path) -> Path:
+    """The folder of study file `path` (absolute): where its target modules may lie."""
+    return Path(path).resolve().parent
+
+
+def importable(folder: Path) -> None:
+    """Append `folder` to `sys.path` unless it is there (modules installed or on PYTHONPATH win
+    over ones of the same name in `folder`)."""
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 
 def parse_spec(data: dict[str, Any], file: str = "<study>") -> StudySpec:
@@ -273,7 +328,7 @@ def parse_spec(data: dict[str, Any], file: str = "<study>") -> StudySpec:
         spec = StudySpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(file, [_describe(e) for e in err.errors()]) from None
-    problems = _check_trainer_values(spec)
+    problems = _target_problems(spec) or _check_trainer_values(spec)
     if problems:
         raise SpecError(file, problems)
     return spec
@@ -285,28 +340,34 @@ def _describe(error: Any) -> str:
     return f"{where}: {message}"
 
 
-def _check_target(target: TargetSpec) -> None:
+def _target_problems(spec: StudySpec) -> list[str]:
+    """The target must exist and take the given arguments (an outside target is built, so that
+    a module that is missing, an attribute that is not there, or a factory that returns no valid
+    `Target` is found here), and the objective's metrics must be ones the target can give."""
+    target = spec.target
     try:
-        accepted = targets.parameters(target.name)
+        targets.check_arguments(target.name, target.kwargs)
+        facts = targets.info(target.name, target.kwargs)
+    except targets.TargetArgumentError as err:
+        return [f"target.kwargs: {err}"]
     except targets.TargetError as err:
-        raise ValueError(str(err)) from None
-    unknown = sorted(set(target.kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"target {target.name!r} has no argument(s) {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or 'no arguments'}"
-        )
+        return [f"target.name: {err}"]
+    return [
+        f"objective.{i}.metric: {problem}"
+        for i, goal in enumerate(spec.objective)
+        if (problem := _metric_problem(goal.metric, facts))
+    ]
 
 
-def _check_metric_known(metric: str, target_name: str) -> None:
-    facts = targets.info(target_name)
+def _metric_problem(metric: str, facts: targets.TargetInfo) -> str | None:
     needs = {"delta_log_z": ("log_Z", facts.log_Z), "sinkhorn": ("samples", facts.samples)}
     needs["emc"] = ("modes", facts.modes)
     if metric in needs and not needs[metric][1]:
-        raise ValueError(
+        return (
             f"objective metric {metric!r} needs a target with known {needs[metric][0]}; "
-            f"{target_name!r} has none"
+            f"{facts.name!r} has none"
         )
+    return None
 
 
 def _check_trainer_values(spec: StudySpec) -> list[str]:

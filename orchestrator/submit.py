@@ -1,7 +1,9 @@
 """`gmp study submit`: a study as a Ray job on a cluster, through Ray's job submission API.
 
 The job ships its own code: a staged folder with the project's packages and the study file is
-the job's `working_dir`, so the cluster runs exactly the code that submitted it. Storage URLs are
+the job's `working_dir`, so the cluster runs exactly the code that submitted it. A target given
+as `module:function` whose module (or package) lies beside the study file is shipped too, at the
+folder's top, where the job's driver and workers import it. Storage URLs are
 never part of the job: the driver on the cluster reads them from the study file (without
 passwords, which are refused here) or from the head's environment (`GMP_OPTUNA_URL`,
 `GMP_MLFLOW_URI`), so the job's entrypoint, metadata and runtime_env carry no secret.
@@ -25,6 +27,7 @@ from ray.job_submission import JobSubmissionClient
 
 from orchestrator.spec import StudySpec
 from storage.optuna_storage import redact
+from targets import plugins
 
 PACKAGES = ("targets", "trainers", "orchestrator", "storage")
 STUDY_DIR = "study"
@@ -78,6 +81,21 @@ def cluster_root(spec: StudySpec, root: str | None) -> str:
     return f"{CLUSTER_HOME}/{shlex.quote(str(path))}"
 
 
+def target_module(spec: StudySpec, file: Path) -> Path | None:
+    """The module file or package folder of the study's `module:function` target when it lies
+    beside the study `file` (None otherwise, or when it would shadow one of gmp's packages)."""
+    if not plugins.is_reference(spec.target.name):
+        return None
+    top = spec.target.name.partition(":")[0].split(".")[0]
+    if top in PACKAGES:
+        return None
+    folder = file.resolve().parent
+    package, module = folder / top, folder / f"{top}.py"
+    if (package / "__init__.py").is_file():
+        return package
+    return module if module.is_file() else None
+
+
 def stage_job(spec: StudySpec, file: Path, into: Path, root: str | None = None) -> JobRequest:
     """Copy the project's packages and the study file into `into`; the job that runs it there."""
     for package in PACKAGES:
@@ -85,6 +103,11 @@ def stage_job(spec: StudySpec, file: Path, into: Path, root: str | None = None) 
         shutil.copytree(source, into / package, ignore=_STAGE_IGNORE)
     (into / STUDY_DIR).mkdir()
     shutil.copyfile(file, into / STUDY_DIR / file.name)
+    module = target_module(spec, file)
+    if module is not None and module.is_dir():
+        shutil.copytree(module, into / module.name, ignore=_STAGE_IGNORE)
+    elif module is not None:
+        shutil.copyfile(module, into / module.name)
     study_path = f"{STUDY_DIR}/{file.name}"
     entrypoint = (
         f"python -m orchestrator.cli study run {shlex.quote(study_path)} --address auto "

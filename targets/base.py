@@ -38,6 +38,10 @@ class TargetError(ValueError):
     """A target was asked for with an unknown name or a bad argument."""
 
 
+class TargetArgumentError(TargetError):
+    """A target's keyword arguments: one it does not take, or a value it refuses."""
+
+
 class Target:
     """An unnormalised density rho(x) on R^d with optional ground truth.
 

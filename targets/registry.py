@@ -1,4 +1,9 @@
-"""Name -> target constructor registry: `make("funnel", dim=10)`, `names()`."""
+"""Name -> target constructor registry: `make("funnel", dim=10)`, `names()`.
+
+Besides the package's own targets, `make` builds targets from outside it (targets.plugins): a
+`module:function` or `module:Class` reference, or a name that an installed distribution declares
+in the `gmp.targets` entry point group. Registered names win over entry points of the same name.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from targets.base import Target, TargetError
+from targets import plugins
+from targets.base import Target, TargetArgumentError, TargetError
 
 
 @dataclass(frozen=True)
@@ -43,51 +49,103 @@ def register(
 
 
 def names() -> list[str]:
-    """Sorted names of every registered target."""
+    """Sorted names of every registered target and of every installed entry point target."""
     _load_all()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(plugins.entry_points()))
 
 
-def info(name: str) -> TargetInfo:
-    """Static facts about target `name`."""
-    return _lookup(name)[1]
+def info(name: str, kwargs: dict[str, object] | None = None) -> TargetInfo:
+    """Facts about target `name`: static for the package's targets (no data loaded); a target
+    from outside the package is built with `kwargs` and its facts read from it."""
+    factory, facts = _lookup(name)
+    if facts is not None:
+        return facts
+    target = make(name, **(kwargs or {}))
+    return TargetInfo(
+        name=name,
+        dim=str(target.dim),
+        summary=plugins.summary(factory),
+        log_Z=target.log_Z is not None,
+        samples=target.has_samples,
+        modes=target.n_modes is not None and target.n_modes > 1,
+    )
 
 
 def parameters(name: str) -> dict[str, object]:
-    """Keyword arguments target `name` accepts, with their defaults."""
-    factory = _lookup(name)[0]
+    """Keyword arguments target `name` accepts, with their defaults (None: required)."""
+    return _parameters(_lookup(name)[0])
+
+
+def _parameters(factory: Callable[..., object]) -> dict[str, object]:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: no arguments known
+        return {}
     return {
         p.name: (None if p.default is inspect.Parameter.empty else p.default)
-        for p in inspect.signature(factory).parameters.values()
+        for p in signature.parameters.values()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
 
 
-def make(name: str, **kwargs: object) -> Target:
-    """Build target `name` with `kwargs`; a clear `TargetError` for unknown names or arguments."""
-    factory = _lookup(name)[0]
-    accepted = parameters(name)
+def check_arguments(name: str, kwargs: dict[str, object]) -> None:
+    """`TargetError` when there is no target `name`, `TargetArgumentError` when it does not take
+    every one of `kwargs` (their values are checked when it is built)."""
+    _check_arguments(name, _lookup(name)[0], kwargs)
+
+
+def _check_arguments(name: str, factory: Callable[..., object], kwargs: dict[str, object]) -> None:
+    accepted = _parameters(factory)
     unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TargetError(
+    if unknown and not _takes_any_keyword(factory):
+        raise TargetArgumentError(
             f"target {name!r} has no argument(s) {', '.join(unknown)}; "
             f"it accepts: {', '.join(accepted) or 'no arguments'}"
         )
+
+
+def _takes_any_keyword(factory: Callable[..., object]) -> bool:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def make(name: str, **kwargs: object) -> Target:
+    """Build target `name` with `kwargs`; a clear `TargetError` for unknown names or arguments,
+    and for an outside target that fails to build or is no valid `Target`."""
+    factory, facts = _lookup(name)
+    _check_arguments(name, factory, kwargs)
+    outside = facts is None
     try:
         target = factory(**kwargs)
     except TargetError:
         raise
     except (TypeError, ValueError) as err:
-        raise TargetError(f"target {name!r}: {err}") from err
+        raise TargetArgumentError(f"target {name!r}: {err}") from err
+    except Exception as err:
+        if not outside:
+            raise
+        raise TargetError(f"target {name!r} failed to build: {type(err).__name__}: {err}") from err
+    if outside:
+        target = plugins.checked(name, target, kwargs)
     target.make_args = {"name": name, "kwargs": dict(kwargs)}
     return target
 
 
-def _lookup(name: str) -> tuple[Callable[..., Target], TargetInfo]:
+def _lookup(name: str) -> tuple[Callable[..., Target], TargetInfo | None]:
+    """The factory of `name` and its static facts (None for a target from outside)."""
     _load_all()
-    if name not in _REGISTRY:
-        raise TargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    factory = plugins.load_factory(name)
+    if factory is None:
+        raise TargetError(
+            f"unknown target {name!r}; known targets: {', '.join(names())}; or a "
+            "'module:function' reference to your own"
+        )
+    return factory, None
 
 
 def _load_all() -> None:

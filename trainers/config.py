@@ -1,4 +1,4 @@
-"""Typed configuration of a training run (pydantic), with the authors' defaults of PAPER.md §4."""
+"""Typed configuration of a training run (pydantic), with the authors' defaults (paper §4)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ class _Strict(BaseModel):
 
 
 class TargetSpec(_Strict):
-    """Which target to sample: a registry name and its keyword arguments."""
+    """Which target to sample: a name and its keyword arguments."""
 
-    name: str = "funnel"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(
+        "funnel",
+        description="a registered target (`gmp targets` lists them), a `module:function` or "
+        "`module:Class` reference to one's own (docs/custom-targets.md), or an installed "
+        "`gmp.targets` entry point",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the target (e.g. dim)"
+    )
 
 
 class PriorConfig(_Strict):
@@ -45,28 +52,31 @@ class PriorConfig(_Strict):
 class TimeConfig(_Strict):
     """Time discretisation: N steps, dt_n = softplus(theta) * s(n), learnable friction."""
 
-    n_steps: int = Field(128, ge=1)
-    schedule: Literal["cosine", "linear", "constant", "per_step"] = "cosine"
-    init_dt: float = Field(0.01, gt=0)
-    learn_dt: bool = True
+    n_steps: int = Field(128, ge=1, description="diffusion steps N")
+    schedule: Literal["cosine", "linear", "constant", "per_step"] = Field(
+        "cosine",
+        description="shape s(n) of the step sizes; per_step: one learned step size per step",
+    )
+    init_dt: float = Field(0.01, gt=0, description="initial step size scale softplus(theta)")
+    learn_dt: bool = Field(True, description="learn the step sizes (so the time horizon)")
     init_sigma2: float = Field(1.0, gt=0, description="1 / friction at the start")
-    learn_friction: bool = True
-    per_dim_friction: bool = False
+    learn_friction: bool = Field(True, description="learn the friction")
+    per_dim_friction: bool = Field(False, description="one friction per dimension")
 
 
 class NetworkConfig(_Strict):
     """The PIS-grad control network."""
 
-    hidden: int = Field(128, ge=1)
-    n_layers: int = Field(2, ge=1)
-    n_time_features: int = Field(128, ge=1)
+    hidden: int = Field(128, ge=1, description="width of the hidden layers")
+    n_layers: int = Field(2, ge=1, description="hidden layers")
+    n_time_features: int = Field(128, ge=1, description="Fourier features of the time")
     use_target_score: bool | None = Field(
         None,
         description="feed the (detached) target score to the network; none: the sampler's "
         "default (DIS: yes; MCD/CMCD/DBS: no, their base drift already holds it)",
     )
-    inner_clip: float = Field(1e2, gt=0)
-    outer_clip: float = Field(1e4, gt=0)
+    inner_clip: float = Field(1e2, gt=0, description="clip of the target score term")
+    outer_clip: float = Field(1e4, gt=0, description="clip of the network's output")
     time_input: Literal["fraction", "step"] = Field(
         "fraction",
         description="the time that the Fourier features see at step n of N: fraction = n / N; "
@@ -87,7 +97,7 @@ class NetworkConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    """The annealed Langevin base drift of MCD, CMCD and DBS (PAPER.md §1).
+    """The annealed Langevin base drift of MCD, CMCD and DBS (paper §1).
 
     a_n = beta_n grad log pi + (1 - beta_n) grad log p_phi with 0 = beta_0 <= ... <= beta_N = 1.
     """
@@ -112,9 +122,11 @@ class DriftConfig(_Strict):
 class OptimConfig(_Strict):
     """Adam with separate learning rates, gradient clipping, NaN gradients zeroed."""
 
-    lr_network: float = Field(5e-4, gt=0)
-    lr_prior: float = Field(1e-2, gt=0)
-    lr_time: float = Field(1e-2, gt=0)
+    lr_network: float = Field(5e-4, gt=0, description="learning rate of the control network")
+    lr_prior: float = Field(1e-2, gt=0, description="learning rate of the prior's means, scales")
+    lr_time: float = Field(
+        1e-2, gt=0, description="learning rate of step sizes, friction and drift betas"
+    )
     grad_clip: float | None = Field(1.0, gt=0, description="none: no clipping")
     grad_clip_mode: Literal["norm", "value"] = Field(
         "norm",
@@ -126,10 +138,12 @@ class OptimConfig(_Strict):
 class MalaConfig(_Strict):
     """Batched MALA used for IMR candidates."""
 
-    n_chains: int = Field(64, ge=1)
-    n_steps: int = Field(200, ge=1)
+    n_chains: int = Field(64, ge=1, description="MALA chains per work item (component)")
+    n_steps: int = Field(200, ge=1, description="MALA steps per chain")
     step_size: float = Field(0.1, gt=0, description="initial step size h: x + h grad + sqrt(2h) xi")
-    target_accept: float = Field(0.574, gt=0, lt=1)
+    target_accept: float = Field(
+        0.574, gt=0, lt=1, description="acceptance rate the step size adapts to"
+    )
     adapt_fraction: float = Field(
         0.5, ge=0, lt=1, description="leading share of n_steps that adapts the step size"
     )
@@ -158,8 +172,8 @@ class MalaConfig(_Strict):
 class IMRConfig(_Strict):
     """Iterative Model Refinement: add a component every `interval` iterations up to k_max."""
 
-    enabled: bool = False
-    interval: int = Field(1000, ge=1)
+    enabled: bool = Field(False, description="run IMR (start with prior.k_init components)")
+    interval: int = Field(1000, ge=1, description="iterations between added components")
     new_std: Literal["init", "mean_active", "laplace"] = Field(
         "init",
         description=(
@@ -187,13 +201,15 @@ class IMRConfig(_Strict):
         "candidates the prior misses)",
     )
     tau: float = Field(10.0, gt=0, description="the cap of selection 'capped', in nats")
-    mala: MalaConfig = Field(default_factory=MalaConfig)
+    mala: MalaConfig = Field(default_factory=MalaConfig, description="the candidate search")
 
 
 class AnnealingConfig(_Strict):
     """Training on pi^(1/T) with T falling to 1 (trainers/annealing.py); evaluation is at T = 1."""
 
-    schedule: Literal["none", "linear", "geometric", "adaptive"] = "none"
+    schedule: Literal["none", "linear", "geometric", "adaptive"] = Field(
+        "none", description="how T falls to 1; none: no annealing"
+    )
     t0: float = Field(10.0, ge=1, description="initial temperature")
     fraction: float = Field(
         0.5, ge=0, le=1, description="share of `iterations` until T = 1 (adaptive: at the latest)"
@@ -223,25 +239,31 @@ class TrainerConfig(_Strict):
     `drift` configures the annealed base drift of MCD, CMCD and DBS; DIS ignores it.
     """
 
-    target: TargetSpec = Field(default_factory=TargetSpec)
-    sampler: SamplerName = "dis"
-    loss: Literal["rkl", "logvar"] = "rkl"
-    batch_size: int = Field(2000, ge=1)
-    eval_samples: int = Field(2000, ge=1)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
-    compile: bool = False
+    target: TargetSpec = Field(default_factory=TargetSpec, description="the target")
+    sampler: SamplerName = Field("dis", description="the diffusion sampler")
+    loss: Literal["rkl", "logvar"] = Field(
+        "rkl", description="rkl: the negative ELBO; logvar: the variance of log w"
+    )
+    batch_size: int = Field(2000, ge=1, description="trajectories per training iteration")
+    eval_samples: int = Field(2000, ge=1, description="samples per evaluation (metrics)")
+    seed: int = Field(0, description="seed of initialisation, training and evaluation")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu", description="auto: CUDA when present (a study's trial: CUDA when it holds a GPU)"
+    )
+    dtype: Literal["float32", "float64"] = Field("float32", description="floating-point type")
+    compile: bool = Field(False, description="torch.compile the integrator step")
     checkpoint_steps: bool = Field(
         False, description="recompute each integrator step in the backward pass (saves memory)"
     )
-    prior: PriorConfig = Field(default_factory=PriorConfig)
-    time: TimeConfig = Field(default_factory=TimeConfig)
-    network: NetworkConfig = Field(default_factory=NetworkConfig)
-    drift: DriftConfig = Field(default_factory=DriftConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    imr: IMRConfig = Field(default_factory=IMRConfig)
-    annealing: AnnealingConfig = Field(default_factory=AnnealingConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig, description="the mixture prior")
+    time: TimeConfig = Field(default_factory=TimeConfig, description="time discretisation")
+    network: NetworkConfig = Field(default_factory=NetworkConfig, description="control network")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="MCD/CMCD/DBS base drift")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="the optimiser")
+    imr: IMRConfig = Field(default_factory=IMRConfig, description="Iterative Model Refinement")
+    annealing: AnnealingConfig = Field(
+        default_factory=AnnealingConfig, description="target annealing"
+    )
 
     @property
     def initial_components(self) -> int:

@@ -15,6 +15,7 @@ from orchestrator.submit import PACKAGES, cluster_root, stage_job
 from storage.optuna_storage import open_storage
 from tests.cluster.conftest import free_port
 from tests.e2e.conftest import study_file
+from tests.user_targets import MODULE, write_module, write_study
 
 
 def test_staged_job_ships_the_packages_and_the_study_file_and_runs_that_code(tmp_path):
@@ -39,6 +40,18 @@ def test_staged_job_ships_the_packages_and_the_study_file_and_runs_that_code(tmp
         cwd=stage, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert Path(found.stdout.strip()) == stage / "orchestrator" / "__init__.py"
+
+
+def test_a_target_module_beside_the_study_file_is_shipped_at_the_jobs_top(fresh_imports):
+    folder = fresh_imports / "study"
+    folder.mkdir()
+    module = write_module(folder)
+    file = write_study(folder)
+    stage = fresh_imports / "stage"
+    stage.mkdir()
+    stage_job(load_spec(file), file, stage)
+    assert sorted(p.name for p in stage.iterdir()) == sorted([*PACKAGES, "study", f"{MODULE}.py"])
+    assert (stage / module.name).read_text() == module.read_text()
 
 
 def test_records_folder_on_the_cluster_is_under_home_unless_absolute(tmp_path):
