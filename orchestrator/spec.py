@@ -375,6 +375,12 @@ def _check_trainer_values(spec: StudySpec) -> list[str]:
     problems = _config_problems(spec, {}, "fixed")
     if problems:
         return problems
+    if not spec.search_space:
+        return [
+            "search_space: empty; search at least one setting (to repeat one configuration, "
+            "search the seed: `seed: {type: categorical, choices: [0, 1, 2]}`), or train one "
+            "configuration with `gmp train`"
+        ]
     for path, param in spec.search_space.items():
         if path in _flatten(spec.fixed):
             problems.append(f"search_space.{path}: also given in 'fixed'; keep one")

@@ -126,6 +126,7 @@ BAD = [
         "budget: eval_interval (50) must be <= iterations (20)",
     ),
     ("missing objective", _with("objective", _DELETE), "objective: Field required"),
+    ("nothing to search", _with("search_space", _DELETE), "search_space: empty; search at least"),
     (
         "scheduler with several objectives",
         _with(
