@@ -11,6 +11,18 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+# -- The catalogue of the Optuna attribute names gmp sets ------------------------------------
+SPEC_ATTR = "gmp_spec"
+"""Study attribute: the study definition (JSON) the driver stored when it created the study."""
+EXPERIMENT_ATTR = "gmp_experiment"
+"""Trial attribute: the Tune experiment (driver run) that started the trial."""
+LEASE_PREFIX = "gmp_lease:"
+"""Prefix of the study attributes in which live drivers hold their leases."""
+TUNE_ID_ATTR = "tune_trial_id"
+"""Trial attribute: the Tune trial id, which also keys the trial's MLflow run."""
+ORPHAN_ATTR = "gmp_orphaned"
+"""Trial attribute: why a trial was marked FAIL after its driver stopped."""
+
 
 def open_storage(url: str) -> BaseStorage:
     """The Optuna storage at `url`: `sqlite:///...`, `postgresql+psycopg://...`, `journal:///path`."""
