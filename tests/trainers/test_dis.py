@@ -7,28 +7,11 @@ import math
 import pytest
 import torch
 
-from tests.trainers.helpers import ScaledGaussian, scaled_gaussian
-from trainers import Trainer, TrainerConfig
+from tests.configs import small as small_config
+from tests.trainers.helpers import ScaledGaussian, bound_holds, scaled_gaussian
+from trainers import Trainer
 from trainers.prior import GaussianMixturePrior
 from trainers.samplers import build_sampler
-
-SMALL = {
-    "batch_size": 256,
-    "eval_samples": 2000,
-    "time": {"n_steps": 16, "init_dt": 0.05},
-    "network": {"hidden": 32, "n_time_features": 16},
-    "optim": {"lr_network": 1e-3, "lr_prior": 5e-2, "lr_time": 1e-2},
-}
-
-
-def small_config(**overrides: object) -> TrainerConfig:
-    """The small DIS configuration of these tests, with top-level overrides."""
-    return TrainerConfig.model_validate({**SMALL, **overrides})
-
-
-def bound_holds(metrics: dict[str, float], log_w_std: float, n: int, log_Z: float) -> bool:
-    """ELBO <= log Z up to 4 standard errors of the Monte Carlo mean."""
-    return metrics["elbo"] <= log_Z + 4 * log_w_std / math.sqrt(n)
 
 
 @pytest.mark.parametrize(
