@@ -45,6 +45,7 @@ def test_importance_weights_are_unbiased(k_max: int, per_dim_friction: bool, sch
     assert float(log_w.mean()) < target.log_Z
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_training_reaches_log_z_and_never_exceeds_it() -> None:
     target = scaled_gaussian()
     trainer = Trainer(small_config(), target=target)
@@ -59,6 +60,7 @@ def test_training_reaches_log_z_and_never_exceeds_it() -> None:
     assert abs(result.metrics["time_horizon"] - horizon) > 0.05 * horizon
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_log_variance_loss_trains() -> None:
     target = scaled_gaussian()
     trainer = Trainer(small_config(loss="logvar"), target=target)
@@ -72,6 +74,7 @@ def test_log_variance_loss_trains() -> None:
     assert result.metrics["delta_log_z"] < 0.05
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_fixed_prior_diffusion_transports_alone() -> None:
     """With a frozen N(0, I) prior only the diffusion can move mass onto the target."""
     target = scaled_gaussian()

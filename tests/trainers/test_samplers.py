@@ -207,6 +207,7 @@ def test_fixed_betas_stay_linear() -> None:
 
 
 # Training.
+@pytest.mark.slow  # trains to a known answer: 20-30 s per sampler
 @pytest.mark.parametrize("sampler", ANNEALED)
 def test_training_on_a_gmp_reaches_log_z_and_never_exceeds_it(sampler: str) -> None:
     target = scaled_gaussian()
@@ -223,6 +224,7 @@ def test_training_on_a_gmp_reaches_log_z_and_never_exceeds_it(sampler: str) -> N
     assert result.metrics["delta_log_z"] < 0.05
 
 
+@pytest.mark.slow  # trains to a known answer: 20-30 s per sampler
 @pytest.mark.parametrize("sampler", ANNEALED)
 def test_fixed_gaussian_prior_baseline_trains(sampler: str) -> None:
     """K = 1 and frozen at N(0, I): only the diffusion can move mass onto the target."""
