@@ -31,7 +31,7 @@ from mlflow.types import ColSpec, Schema
 
 import targets
 import trainers
-from storage.optuna_storage import SPEC_ATTR, TUNE_ID_ATTR, load_study
+from storage.optuna_storage import SPEC_ATTR, TUNE_ID_ATTR, best_trial, load_study
 from storage.runs import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG, study_runs
 from trainers.metrics import METRIC_NAMES, N_ACTIVE, TIME_HORIZON
 from trainers.trainer import META_FILE, TENSORS_FILE, Trainer, read_state, write_state
@@ -80,11 +80,9 @@ def find_trial(
         raise ExportInputError(str(err.args[0])) from None
     trials = optuna_study.get_trials(deepcopy=False)
     if number is None:
-        done = [t for t in trials if t.state.name == "COMPLETE" and t.values]
-        if not done:
+        chosen = best_trial(optuna_study)
+        if chosen is None:
             raise ExportInputError(f"study {study!r} has no complete trial to export yet")
-        sign = 1 if optuna_study.directions[0].name == "MAXIMIZE" else -1
-        chosen = max(done, key=lambda t: sign * t.values[0])
     else:
         by_number = {t.number: t for t in trials}
         if number not in by_number:

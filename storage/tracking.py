@@ -25,7 +25,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
 from storage.answer import study_note, trial_run_name
-from storage.optuna_storage import TUNE_ID_ATTR, load_study, redact
+from storage.optuna_storage import TUNE_ID_ATTR, best_trial, load_study, redact
 from storage.plots import plot_curves, plot_samples
 from storage.records import REPORTED_METRICS, TrialRecord, collect, prior_family
 from storage.runs import (
@@ -269,9 +269,8 @@ class StudyTracker(MLflowLoggerCallback):
         study = load_study(self.optuna_url, self.study)
         if len(study.directions) != 1:
             return None
-        try:
-            best = study.best_trial
-        except ValueError:  # no complete trial yet
+        best = best_trial(study)
+        if best is None:  # no complete trial yet
             return None
         tune_id = best.user_attrs.get(TUNE_ID_ATTR)
         return next((r for r in records if r.trial_id == tune_id), None)
