@@ -36,6 +36,7 @@ from storage.runs import (
     FAMILY_TAG,
     MODEL_DEVELOPMENT,
     NOTE_TAG,
+    OPTUNA_STORAGE_TAG,
     OPTUNA_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -241,7 +242,7 @@ class StudyTracker(MLflowLoggerCallback):
             self.client.log_artifacts(self.parent_run_id, tmp, artifact_path="study")
         self._write_answer()
         finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
-        self.client.set_tag(self.parent_run_id, "gmp.optuna_storage", redact(self.optuna_url))
+        self.client.set_tag(self.parent_run_id, OPTUNA_STORAGE_TAG, redact(self.optuna_url))
         self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
 
     def _write_answer(self) -> None:
