@@ -1,8 +1,8 @@
 """Seconds per DIS-GMP training iteration and peak memory, one fresh process per configuration.
 
-    python bench/dis_step.py                     # funnel, credit, lgcp x K in {1, 10}
-    python bench/dis_step.py --quick             # smoke run: N = 16, a quarter of the batch
-    python bench/dis_step.py --targets funnel gmm40 --compile --threads 1
+    python -m bench.dis_step                     # funnel, credit, lgcp x K in {1, 10}
+    python -m bench.dis_step --quick             # smoke run: N = 16, a quarter of the batch
+    python -m bench.dis_step --targets funnel gmm40 --compile --threads 1
 
 Peak memory is the growth of the process's maximum resident set size (getrusage) over the
 training iterations (warm-up included) on the CPU, torch.cuda.max_memory_allocated on CUDA.
@@ -113,21 +113,19 @@ def run_one(spec: dict) -> dict:
     }
 
 
-def run_isolated(spec: dict, script: str | Path = __file__) -> dict:
-    """`script --one spec` (default: `run_one(spec)`) in a fresh interpreter; its result row.
+def run_isolated(spec: dict, module: str = "bench.dis_step") -> dict:
+    """`python -m module --one spec` (default: `run_one(spec)`) in a fresh interpreter, from the
+    repository root; its result row.
 
     Each configuration gets its own process so that memory peaks and thread pools do not mix;
     `spec["env"]`, if given, is added to its environment.
     """
-    env = {
-        **os.environ,
-        **spec.get("env", {}),
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-    }
+    env = {**os.environ, **spec.get("env", {})}
     proc = subprocess.run(
-        [sys.executable, str(script), "--one", json.dumps(spec)],
+        [sys.executable, "-m", module, "--one", json.dumps(spec)],
         capture_output=True,
         text=True,
+        cwd=ROOT,
         env=env,
         check=False,
     )

@@ -1,7 +1,7 @@
 """Seconds per DIS training iteration, ours (torch) beside the authors' step in JAX, in one run.
 
-    python bench/dis_vs_jax.py --threads 1          # funnel, credit, gmm40; ours at K = 1 and 10
-    python bench/dis_vs_jax.py --quick              # smoke run: N = 16, a quarter of the batch
+    python -m bench.dis_vs_jax --threads 1          # funnel, credit, gmm40; ours at K = 1 and 10
+    python -m bench.dis_vs_jax --quick              # smoke run: N = 16, a quarter of the batch
 
 Needs JAX in the venv (not a gmp dependency): pip install jax==0.10.2 jaxlib==0.10.2.
 
@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dis_step import SETTINGS, run_isolated
+from bench.dis_step import SETTINGS, run_isolated
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -34,7 +34,7 @@ JAX_TARGETS = ("funnel", "credit", "gmm40")
 
 def run_jax(spec: dict) -> dict:
     """`jax_dis_step.run_one(spec)` in a fresh interpreter; its row, or one with an error."""
-    return run_isolated(spec, BENCH / "jax_dis_step.py")
+    return run_isolated(spec, "bench.jax_dis_step")
 
 
 def specs(args: argparse.Namespace, target: str, cache_dir: str) -> dict[str, dict]:

@@ -16,8 +16,8 @@ differentiated with `jax.value_and_grad`; NaN gradients zeroed, global-norm clip
 with one learning rate for the network and one for prior, dt and friction. The whole training
 iteration (rollout, gradient, update) is one `jax.jit`-compiled function.
 
-    python bench/jax_dis_step.py --target funnel --iters 5 --warmup 2   # one timing row (JSON)
-    python bench/jax_dis_step.py --target funnel --no-target-score --authors --curve 1000 \
+    python -m bench.jax_dis_step --target funnel --iters 5 --warmup 2   # one timing row (JSON)
+    python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve 1000 \
         > jax_curve.json        # the training ELBO every 100 iterations, the authors' defaults
 
 `bench/dis_vs_jax.py` runs this beside our torch step, each in a fresh process.
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dis_step import SETTINGS, limit_threads
+
+from bench.dis_step import SETTINGS, limit_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 COSINE_FLOOR, COSINE_OFFSET = 0.01, 0.008  # m and c of the cosine dt schedule (PAPER.md §1)
@@ -50,7 +51,6 @@ Params = dict[str, Any]
 
 def target_arrays(name: str, kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
     """The constants of target `name` as built by our registry (so both sides see the same data)."""
-    sys.path.insert(0, str(ROOT))
     import targets
 
     target = targets.make(name, **kwargs)

@@ -7,7 +7,7 @@ Prints:
 2. overhead per reported evaluation (a Tune trial with many evaluations vs the loop in-process);
 3. speedup of IMR's per-component MALA Ray tasks over running them one after another.
 
-Usage: python bench/orchestration.py [--quick] [--imr-only]
+Usage: python -m bench.orchestration [--quick] [--imr-only]
 """
 
 from __future__ import annotations

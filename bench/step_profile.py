@@ -1,7 +1,7 @@
 """Where one DIS training iteration spends its time, by kind of work, for funnel and credit.
 
-    python bench/step_profile.py                 # 1 thread, the paper's settings, K = 1
-    python bench/step_profile.py --threads 2 --k 1 10
+    python -m bench.step_profile                 # 1 thread, the paper's settings, K = 1
+    python -m bench.step_profile --threads 2 --k 1 10
 
 torch.profiler's self CPU time per operator, summed into kinds: the network's matrix products,
 its GELUs, copies, reductions, other element-wise work, random numbers, and the rest (autograd's

@@ -1,8 +1,8 @@
 """Seconds per DIS training iteration idle and on a loaded machine: ours at several thread
 settings beside the authors' JAX step, in one run; then `gmp train` loaded, default vs 1 thread.
 
-    python bench/threads_under_load.py            # funnel and credit, idle and loaded
-    python bench/threads_under_load.py --quick    # smoke run: N = 16, a quarter of the batch
+    python -m bench.threads_under_load            # funnel and credit, idle and loaded
+    python -m bench.threads_under_load --quick    # smoke run: N = 16, a quarter of the batch
 
 Needs JAX in the venv (not a gmp dependency): pip install jax==0.10.2 jaxlib==0.10.2.
 
@@ -40,10 +40,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dis_step import SETTINGS, run_isolated
+from bench.dis_step import SETTINGS, run_isolated
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("funnel", "credit")
 VARIANTS = ("policy", "1", "2", "2/passive", "2/spin=10000", "2/spin=1000")
 LIBGOMP_DEFAULT_SPIN = "300000"  # what libgomp spins with when no wait setting is given
@@ -127,8 +126,8 @@ def measure(args: argparse.Namespace, per_core: int, cache_dir: str) -> dict[str
                 if round_index % 2:
                     runs.reverse()
                 for label, spec in runs:
-                    script = BENCH / "jax_dis_step.py" if label == "JAX" else BENCH / "dis_step.py"
-                    row = run_isolated(spec, script)
+                    module = "bench.jax_dis_step" if label == "JAX" else "bench.dis_step"
+                    row = run_isolated(spec, module)
                     loads.append(os.getloadavg()[0])
                     raw.setdefault(target, {}).setdefault(label, []).append(row)
                     print(json.dumps({"load": per_core, **row}), file=sys.stderr, flush=True)

@@ -321,13 +321,10 @@ def _with_settings(
 def spec_metrics(spec: StudySpec) -> list[str]:
     """Metrics worth printing for this study's target."""
     import targets
+    from trainers.metrics import metrics_for
 
     facts = targets.info(spec.target.name, spec.target.kwargs)
-    shown = ["elbo", "log_z", "ess"]
-    shown += ["delta_log_z"] if facts.log_Z else []
-    shown += ["sinkhorn"] if facts.samples else []
-    shown += ["emc"] if facts.modes else []
-    return shown
+    return list(metrics_for(log_Z=facts.log_Z, samples=facts.samples, modes=facts.modes))
 
 
 def _middle_of_space(spec: StudySpec) -> dict[str, Any]:

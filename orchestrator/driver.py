@@ -21,11 +21,10 @@ from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
 from orchestrator.spec import Storage, StudySpec
 from orchestrator.threads import openmp_environment
 from storage.layout import StudyPaths
-from storage.optuna_storage import open_storage, password_to_env
+from storage.optuna_storage import SPEC_ATTR, open_storage, password_to_env
 from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
-SPEC_ATTR = "gmp_spec"
 
 
 class StudyConflictError(ValueError):

@@ -31,14 +31,18 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
 
-from storage.optuna_storage import open_storage
+from storage.optuna_storage import (
+    EXPERIMENT_ATTR,
+    LEASE_PREFIX,
+    ORPHAN_ATTR,
+    TUNE_ID_ATTR,
+    open_storage,
+)
 from storage.tracking import close_orphaned_runs
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-LEASE_PREFIX = "gmp_lease:"
-EXPERIMENT_ATTR, TUNE_ID_ATTR, ORPHAN_ATTR = "gmp_experiment", "tune_trial_id", "gmp_orphaned"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
 CONFIRM_S = 0.5

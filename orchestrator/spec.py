@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import targets
 from trainers.config import SamplerName, TargetSpec, TrainerConfig
+from trainers.metrics import CATALOGUE, METRIC_NAMES, metrics_for
 
-METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc")
-"""Evaluation metrics a study can optimise (see trainers.metrics)."""
+METRICS = METRIC_NAMES
+"""Evaluation metrics a study can optimise (the catalogue in trainers.metrics)."""
 
 Scalar = bool | int | float | str
 
@@ -360,12 +361,10 @@ def _target_problems(spec: StudySpec) -> list[str]:
 
 
 def _metric_problem(metric: str, facts: targets.TargetInfo) -> str | None:
-    needs = {"delta_log_z": ("log_Z", facts.log_Z), "sinkhorn": ("samples", facts.samples)}
-    needs["emc"] = ("modes", facts.modes)
-    if metric in needs and not needs[metric][1]:
+    if metric not in metrics_for(log_Z=facts.log_Z, samples=facts.samples, modes=facts.modes):
         return (
-            f"objective metric {metric!r} needs a target with known {needs[metric][0]}; "
-            f"{facts.name!r} has none"
+            f"objective metric {metric!r} needs a target with known "
+            f"{CATALOGUE[metric].requires}; {facts.name!r} has none"
         )
     return None
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
+from ray.tune.result import TRAINING_ITERATION
 
-from storage.optuna_storage import load_study, open_storage
+from storage.optuna_storage import SPEC_ATTR, TUNE_ID_ATTR, load_study, open_storage
 from storage.runs import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
+from trainers.metrics import ACTIVE_K, METRIC_NAMES
 
-SHOWN_METRICS = ("elbo", "log_z", "delta_log_z", "ess", "sinkhorn", "emc", "active_k")
+SHOWN_METRICS = (*METRIC_NAMES, ACTIVE_K)
 
 
 @dataclass
@@ -53,13 +55,13 @@ class StudyStatus:
 def study_status(optuna_url: str, mlflow_uri: str | None, name: str) -> StudyStatus:
     """Collect a study's status; `KeyError` with the known names if it does not exist."""
     study = load_study(optuna_url, name)
-    spec = json.loads(study.user_attrs.get("gmp_spec", "{}"))
+    spec = json.loads(study.user_attrs.get(SPEC_ATTR, "{}"))
     budget = spec.get("budget", {})
     evaluations = -(-budget.get("iterations", 0) // max(1, budget.get("eval_interval", 1)))
     rows = [
         TrialRow(
             number=t.number,
-            tune_id=t.user_attrs.get("tune_trial_id", "-"),
+            tune_id=t.user_attrs.get(TUNE_ID_ATTR, "-"),
             state=t.state.name,
             params=t.params,
             values=t.values,
@@ -89,7 +91,7 @@ def _attach_tracking(mlflow_uri: str, name: str, rows: list[TrialRow]) -> None:
         run = by_id.get(row.tune_id)
         if run is not None:
             row.metrics = {k: v for k, v in run.data.metrics.items() if k in SHOWN_METRICS}
-            row.evaluations = int(run.data.metrics.get("training_iteration", row.evaluations))
+            row.evaluations = int(run.data.metrics.get(TRAINING_ITERATION, row.evaluations))
             row.tracked_state = run.data.tags.get(STATE_TAG)
 
 

@@ -18,6 +18,7 @@ from orchestrator.tasks import RayTaskExecutor
 from orchestrator.threads import use_threads
 from storage.samples import write_samples
 from trainers import Trainer
+from trainers.metrics import ACTIVE_K, TRAIN_PREFIX
 
 SAMPLES_FILE = "samples.parquet"
 EVAL_FILE = "evaluation.json"
@@ -65,13 +66,13 @@ class GMPTrainable(tune.Trainable):
         step_cpu_s = time.process_time() - cpu_start
         step_wall_s = time.perf_counter() - start
         self.last_eval = evaluation
-        result: dict[str, Any] = {f"train_{k}": v for k, v in train_metrics.items()}
+        result: dict[str, Any] = {f"{TRAIN_PREFIX}{k}": v for k, v in train_metrics.items()}
         result.update(evaluation.metrics)
         result["iteration"] = self.trainer.iteration
         result["iterations_per_s"] = n_iters / max(train_seconds, 1e-9)
         result["step_wall_s"] = step_wall_s  # training and evaluation of this step
         result["step_cpu_s"] = step_cpu_s  # CPU time of the trial's process in this step
-        result["active_k"] = self.trainer.prior.n_active
+        result[ACTIVE_K] = self.trainer.prior.n_active
         result["imr_tasks"] = len(self.executor.tasks)
         result["restored_from_iteration"] = self.restored_from
         result["done"] = self.trainer.iteration >= budget.iterations

@@ -12,6 +12,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -22,9 +23,10 @@ from ray.tune.schedulers import (
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.recovery import EXPERIMENT_ATTR, TUNE_ID_ATTR, counted_trials
+from orchestrator.recovery import counted_trials
 from orchestrator.spec import CategoricalParam, FloatParam, StudySpec
 from orchestrator.trainable import GMPTrainable
+from storage.optuna_storage import EXPERIMENT_ATTR, TUNE_ID_ATTR
 
 TUNE_MODES = {"maximize": "max", "minimize": "min"}
 
@@ -104,7 +106,7 @@ def scheduler(spec: StudySpec) -> TrialScheduler:
     kind = spec.scheduler.type
     if kind == "none":
         return FIFOScheduler()
-    common: dict[str, Any] = {"time_attr": "training_iteration"}
+    common: dict[str, Any] = {"time_attr": TRAINING_ITERATION}
     max_t = spec.budget.evaluations
     if kind == "asha":
         return ASHAScheduler(

@@ -14,17 +14,10 @@ from storage.records import (
     markdown_table,
     prior_family,
 )
+from trainers.metrics import metric_label
 
 LABEL_SKIPPED = {"prior.k_max", "imr.enabled", "prior.learn"}  # the family says these
 LABEL_PARAMS = 3  # searched values shown in a run name
-METRIC_LABELS = {
-    "elbo": "ELBO",
-    "log_z": "log Z estimate",
-    "delta_log_z": "ΔlogZ",
-    "ess": "ESS",
-    "sinkhorn": "Sinkhorn",
-    "emc": "EMC",
-}
 
 
 def _short(value: Any) -> str:
@@ -55,7 +48,7 @@ def study_note(
 ) -> str:
     """The parent run's description (Markdown): the best trial, then one row per prior family
     with the mean of each trial's last evaluations (PAPER.md's protocol)."""
-    label = METRIC_LABELS.get(objective, objective)
+    label = metric_label(objective)
     lines = [f"## {study}", ""]
     if best is not None:
         lines += [
@@ -67,7 +60,7 @@ def study_note(
     metrics = [objective] + [
         m for m in REPORTED_METRICS if m != objective and any(m in r.history for r in records)
     ]
-    header = ["prior family", "trials", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    header = ["prior family", "trials", *(metric_label(m) for m in metrics)]
     families: dict[str, list[TrialRecord]] = {}
     for record in records:
         families.setdefault(prior_family(record.params, sized=True), []).append(record)

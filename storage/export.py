@@ -31,8 +31,9 @@ from mlflow.types import ColSpec, Schema
 
 import targets
 import trainers
-from storage.optuna_storage import load_study
+from storage.optuna_storage import SPEC_ATTR, TUNE_ID_ATTR, best_trial, load_study
 from storage.runs import OPTUNA_TAG, ROLE_TAG, STUDY_TAG, TRIAL_TAG, study_runs
+from trainers.metrics import METRIC_NAMES, N_ACTIVE, TIME_HORIZON
 from trainers.trainer import META_FILE, TENSORS_FILE, Trainer, read_state, write_state
 
 CARD_FILE = "README.md"
@@ -41,17 +42,7 @@ CHECKPOINT_ARTIFACTS = "checkpoint"
 CHAMPION = "champion"
 SAMPLER_ARTIFACT = "sampler"  # the export folder inside the logged model
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_sampler.py")
-SPEC_ATTR = "gmp_spec"  # the Optuna study attribute holding the study definition (driver)
-CARD_METRICS = (
-    "elbo",
-    "log_z",
-    "delta_log_z",
-    "ess",
-    "sinkhorn",
-    "emc",
-    "n_active",
-    "time_horizon",
-)
+CARD_METRICS = (*METRIC_NAMES, N_ACTIVE, TIME_HORIZON)
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 # What a registered sampler needs besides its code (trainers/ and targets/ travel with it).
 MODEL_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pydantic", "safetensors")
@@ -89,11 +80,9 @@ def find_trial(
         raise ExportInputError(str(err.args[0])) from None
     trials = optuna_study.get_trials(deepcopy=False)
     if number is None:
-        done = [t for t in trials if t.state.name == "COMPLETE" and t.values]
-        if not done:
+        chosen = best_trial(optuna_study)
+        if chosen is None:
             raise ExportInputError(f"study {study!r} has no complete trial to export yet")
-        sign = 1 if optuna_study.directions[0].name == "MAXIMIZE" else -1
-        chosen = max(done, key=lambda t: sign * t.values[0])
     else:
         by_number = {t.number: t for t in trials}
         if number not in by_number:
@@ -102,7 +91,7 @@ def find_trial(
         chosen = by_number[number]
     goals = json.loads(optuna_study.user_attrs.get(SPEC_ATTR, "{}")).get("objective", [])
     names = [goal["metric"] for goal in goals]
-    tune_id = chosen.user_attrs.get("tune_trial_id")
+    tune_id = chosen.user_attrs.get(TUNE_ID_ATTR)
     return TrialSource(
         study=study,
         number=chosen.number,

@@ -10,6 +10,20 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+# -- The catalogue of the Optuna attribute names gmp sets ------------------------------------
+SPEC_ATTR = "gmp_spec"
+"""Study attribute: the study definition (JSON) the driver stored when it created the study."""
+EXPERIMENT_ATTR = "gmp_experiment"
+"""Trial attribute: the Tune experiment (driver run) that started the trial."""
+LEASE_PREFIX = "gmp_lease:"
+"""Prefix of the study attributes in which live drivers hold their leases."""
+TUNE_ID_ATTR = "tune_trial_id"
+"""Trial attribute: the Tune trial id, which also keys the trial's MLflow run."""
+ORPHAN_ATTR = "gmp_orphaned"
+"""Trial attribute: why a trial was marked FAIL after its driver stopped."""
 
 
 def open_storage(url: str) -> BaseStorage:
@@ -35,6 +49,20 @@ def load_study(url: str, name: str) -> optuna.Study:
         raise KeyError(
             f"no study {name!r} in {redact(url)}; known: {', '.join(known) or 'none'}"
         ) from None
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best complete trial, None before one completes: Optuna's own `best_trial`
+    for a single objective; with several objectives (where Optuna has a Pareto front, not one
+    best) the best complete trial by the first, the primary objective."""
+    if len(study.directions) == 1:
+        try:
+            return study.best_trial
+        except ValueError:  # no complete trial yet
+            return None
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    sign = 1 if study.directions[0] == StudyDirection.MAXIMIZE else -1
+    return max(done, key=lambda t: sign * t.values[0], default=None)
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):\S*@")

@@ -15,8 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from storage.runs import ROLE_TAG, STATE_TAG, TRIAL_TAG, study_runs
 from storage.samples import read_samples
+from trainers.metrics import COMPARED_METRICS, TRAIN_ELBO
 
-REPORTED_METRICS = ("elbo", "delta_log_z", "ess", "sinkhorn", "emc")
+REPORTED_METRICS = COMPARED_METRICS  # the catalogue's (trainers.metrics)
 LAST_EVALUATIONS = 5  # PAPER.md §5: the mean of the last five evaluations
 
 
@@ -133,7 +134,7 @@ def collect(client: MlflowClient, studies: Iterable[str]) -> list[TrialRecord]:
                 tracking_uri=client.tracking_uri,
                 name=run.info.run_name or "",
             )
-            for metric in (*REPORTED_METRICS, "train_elbo"):
+            for metric in (*REPORTED_METRICS, TRAIN_ELBO):
                 if metric in run.data.metrics:
                     points = client.get_metric_history(run.info.run_id, metric)
                     record.history[metric] = sorted((m.step, m.value) for m in points)

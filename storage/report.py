@@ -35,14 +35,8 @@ from storage.records import (
     parent_run_id,
     trial_samples,
 )
+from trainers.metrics import ELBO, metric_label
 
-METRIC_LABELS = {
-    "elbo": "ELBO ↑",
-    "delta_log_z": "ΔlogZ ↓",
-    "ess": "ESS ↑",
-    "sinkhorn": "Sinkhorn ↓",
-    "emc": "EMC ↑",
-}
 VARIANT_ORDER = ("Gaussian (fixed)", "Gaussian (learned)", "GMP (fixed)", "GMP", "GMP+IMR")
 FINISHED = "TERMINATED"
 
@@ -152,7 +146,7 @@ def _k_sweep(path: Path, groups: list[Group], metrics: list[str], title: str) ->
         ks = sorted({g.k for g in groups})
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("K")
-        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_title(metric_label(metric, arrow=True))
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
     return save_figure(fig, path)
@@ -176,7 +170,7 @@ def _training_curves(path: Path, groups: list[Group], metric: str, title: str) -
     if not drawn:
         return None
     ax.set_xlabel("iteration")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel(metric_label(metric, arrow=True))
     ax.legend(fontsize=7)
     ax.set_title(title)
     return save_figure(fig, path)
@@ -211,7 +205,7 @@ def _render_sections(report: Report, out: Path) -> list[_Section]:
     for (target, sampler), groups in _sections(report).items():
         title = f"{target}, {sampler.upper()}"
         slug = _slug(f"{target}_{sampler}")
-        header = ["prior", "K", "trials", *(METRIC_LABELS[m] for m in report.metrics)]
+        header = ["prior", "K", "trials", *(metric_label(m, arrow=True) for m in report.metrics)]
         rows = [
             [g.variant, str(g.k), str(len(g.trials))]
             + [_format(*g.stats(m)) for m in report.metrics]
@@ -221,11 +215,11 @@ def _render_sections(report: Report, out: Path) -> list[_Section]:
         sweep = _k_sweep(out / f"{slug}_k_sweep.png", groups, report.metrics, title)
         if sweep is not None:
             figures.append(("K sweep", sweep))
-        curves = _training_curves(out / f"{slug}_elbo_curves.png", groups, "elbo", title)
+        curves = _training_curves(out / f"{slug}_{ELBO}_curves.png", groups, ELBO, title)
         if curves is not None:
             figures.append(("ELBO during training", curves))
         for group in groups:
-            best = max(group.trials, key=lambda t: _finite_or(t.final("elbo"), -math.inf))
+            best = max(group.trials, key=lambda t: _finite_or(t.final(ELBO), -math.inf))
             drawn = trial_samples(best)
             if drawn is None:
                 continue

@@ -12,6 +12,7 @@ OPTUNA_TAG, STATE_TAG, ERROR_TAG = "gmp.optuna_number", "gmp.state", "gmp.error"
 PARENT_TAG = "mlflow.parentRunId"
 FAMILY_TAG = "gmp.family"
 BEST_TRIAL_TAG, BEST_RUN_TAG = "gmp.best_trial", "gmp.best_run_id"  # on the parent run
+OPTUNA_STORAGE_TAG = "gmp.optuna_storage"  # on the parent run: the Optuna URL, password redacted
 NOTE_TAG = "mlflow.note.content"  # the run's description, rendered as Markdown by the UI
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # how MLflow 3's UI opens the experiment
 MODEL_DEVELOPMENT = "custom_model_development"  # opens on the runs (not on GenAI traces)

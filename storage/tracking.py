@@ -22,9 +22,10 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.result import TRAINING_ITERATION
 
 from storage.answer import study_note, trial_run_name
-from storage.optuna_storage import load_study, redact
+from storage.optuna_storage import TUNE_ID_ATTR, best_trial, load_study, redact
 from storage.plots import plot_curves, plot_samples
 from storage.records import REPORTED_METRICS, TrialRecord, collect, prior_family
 from storage.runs import (
@@ -35,6 +36,7 @@ from storage.runs import (
     FAMILY_TAG,
     MODEL_DEVELOPMENT,
     NOTE_TAG,
+    OPTUNA_STORAGE_TAG,
     OPTUNA_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -45,21 +47,24 @@ from storage.runs import (
     study_runs,
 )
 from storage.samples import read_samples
+from trainers.metrics import (
+    ACTIVE_K,
+    ELBO,
+    METRIC_NAMES,
+    TRAIN_LOSS,
+    TRAIN_TEMPERATURE,
+    TRAIN_TIME_HORIZON,
+)
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 CURVE_METRICS = (
-    "elbo",
-    "log_z",
-    "delta_log_z",
-    "ess",
-    "sinkhorn",
-    "emc",
-    "train_loss",
-    "active_k",
-    "train_time_horizon",
-    "train_temperature",
+    *METRIC_NAMES,
+    TRAIN_LOSS,
+    ACTIVE_K,
+    TRAIN_TIME_HORIZON,
+    TRAIN_TEMPERATURE,
 )
 ANSWER_INTERVAL_S = 30.0  # the parent's answer is rewritten at most this often during a study
 SKIPPED_RESULT_KEYS = {"done", "iteration", "timestamp", "pid"}
@@ -84,7 +89,7 @@ class StudyTracker(MLflowLoggerCallback):
         spec_text: str,
         flat_config: Callable[[dict[str, Any]], dict[str, Any]],
         log_density: Callable[[np.ndarray], np.ndarray] | None = None,
-        objective: str = "elbo",
+        objective: str = ELBO,
     ) -> None:
         super().__init__(tracking_uri=tracking_uri, experiment_name=study)
         self.study = study
@@ -159,13 +164,13 @@ class StudyTracker(MLflowLoggerCallback):
         self.client.log_batch(
             run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=tags
         )
-        history = self.client.get_metric_history(run_id, "elbo")
+        history = self.client.get_metric_history(run_id, ELBO)
         self._logged_step[run_id] = max((m.step for m in history), default=-1)
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Every numeric metric of one evaluation, at step = training iteration, exactly once."""
         run_id = self._trial_runs[trial]
-        step = int(result.get("iteration", result.get("training_iteration", 0)))
+        step = int(result.get("iteration", result.get(TRAINING_ITERATION, 0)))
         if step <= self._logged_step.get(run_id, -1):
             return
         timestamp = int(result.get("timestamp", 0) * 1000)
@@ -237,7 +242,7 @@ class StudyTracker(MLflowLoggerCallback):
             self.client.log_artifacts(self.parent_run_id, tmp, artifact_path="study")
         self._write_answer()
         finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
-        self.client.set_tag(self.parent_run_id, "gmp.optuna_storage", redact(self.optuna_url))
+        self.client.set_tag(self.parent_run_id, OPTUNA_STORAGE_TAG, redact(self.optuna_url))
         self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
 
     def _write_answer(self) -> None:
@@ -265,11 +270,10 @@ class StudyTracker(MLflowLoggerCallback):
         study = load_study(self.optuna_url, self.study)
         if len(study.directions) != 1:
             return None
-        try:
-            best = study.best_trial
-        except ValueError:  # no complete trial yet
+        best = best_trial(study)
+        if best is None:  # no complete trial yet
             return None
-        tune_id = best.user_attrs.get("tune_trial_id")
+        tune_id = best.user_attrs.get(TUNE_ID_ATTR)
         return next((r for r in records if r.trial_id == tune_id), None)
 
     def _end_runs_left_open(self, trials: list[Trial]) -> None:
@@ -285,7 +289,7 @@ class StudyTracker(MLflowLoggerCallback):
     def _optuna_number(self, trial_id: str) -> int | None:
         study = load_study(self.optuna_url, self.study)
         for frozen in study.get_trials(deepcopy=False):
-            if frozen.user_attrs.get("tune_trial_id") == trial_id:
+            if frozen.user_attrs.get(TUNE_ID_ATTR) == trial_id:
                 return frozen.number
         return None
 

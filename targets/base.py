@@ -95,7 +95,12 @@ class Target:
         return self
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Unnormalised log density log rho(x) for a batch `x` of shape [B, d]; returns [B]."""
+        """Unnormalised log density log rho(x) for a batch `x` of shape [B, d]; returns [B].
+
+        Unnormalised: rho integrates to Z = exp(log_Z), not to 1 (log_Z is None where Z is
+        unknown). The GMP prior's `GaussianMixturePrior.log_prob`, by contrast, is a normalised
+        log density; the gap between the two is what the ELBO and the log Z estimate measure.
+        """
         raise NotImplementedError
 
     def log_prob_and_score(self, x: Tensor) -> tuple[Tensor, Tensor]:

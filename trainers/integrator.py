@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from targets.base import Target
 from trainers.config import TrainerConfig
-from trainers.metrics import elbo, ess, log_z_estimate
+from trainers.metrics import ELBO, ESS, LOG_Z, elbo, ess, log_z_estimate
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
 
@@ -230,7 +230,7 @@ class Sampler(nn.Module):
         log_w = rollout.log_weights
         loss = -log_w.mean() if self.loss_kind == "rkl" else log_w.var()
         log_w = log_w.detach()
-        return loss, {"elbo": elbo(log_w), "log_z": log_z_estimate(log_w), "ess": ess(log_w)}
+        return loss, {ELBO: elbo(log_w), LOG_Z: log_z_estimate(log_w), ESS: ess(log_w)}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -28,6 +30,105 @@ from targets.base import Target
 
 EPS_DECAY = 0.5
 """Epsilon-annealing: epsilon starts at the largest cost and is halved each iteration."""
+
+# -- The catalogue of metric names -----------------------------------------------------------
+# Every name a metric is recorded under (Tune results, MLflow, exports, tables) is defined here,
+# and every list of metrics elsewhere is derived from these: adding an evaluation metric means one
+# `Metric` entry in CATALOGUE and its computation in `evaluate_samples`.
+
+Direction = Literal["maximize", "minimize"]
+Requirement = Literal["log_Z", "samples", "modes"]
+"""What a target must know for a metric; the names of `targets.TargetInfo`'s flags."""
+
+ELBO = "elbo"
+"""Mean log importance weight, a lower bound on log Z."""
+LOG_Z = "log_z"
+"""Importance-sampling estimate of log Z (in expectation a lower bound)."""
+DELTA_LOG_Z = "delta_log_z"
+"""|log Z estimate - log Z|, where the target's log Z is known."""
+ESS = "ess"
+"""Normalised effective sample size in [0, 1]."""
+SINKHORN = "sinkhorn"
+"""Debiased Sinkhorn divergence to the target's reference samples."""
+EMC = "emc"
+"""Entropic mode coverage, where the target's modes are known."""
+N_NONFINITE = "n_nonfinite"
+"""Log weights of an evaluation that are NaN or infinite (a trial with any fails)."""
+
+TIME_HORIZON = "time_horizon"
+"""The sampler's (learned) time horizon, from `Trainer.evaluate`."""
+SIGMA2 = "sigma2"
+"""Mean of the sampler's diffusion variance schedule, from `Trainer.evaluate`."""
+N_ACTIVE = "n_active"
+"""Active mixture components, from `Trainer.evaluate`."""
+ACTIVE_K = "active_k"
+"""Active mixture components as the orchestrator's trainable reports them per evaluation."""
+TARGET_EVALS = "target_evals"
+"""Target evaluations training has cost so far."""
+IMR_TARGET_EVALS = "imr_target_evals"
+"""Target evaluations IMR's candidate search has cost so far."""
+TRAIN_PREFIX = "train_"
+"""Prefix of the training-step statistics in results: `train_loss`, `train_elbo`, ..."""
+TRAIN_LOSS = TRAIN_PREFIX + "loss"
+"""The last training step's loss."""
+TRAIN_ELBO = TRAIN_PREFIX + ELBO
+"""The last training step's ELBO (at its annealing temperature)."""
+TRAIN_TIME_HORIZON = TRAIN_PREFIX + TIME_HORIZON
+"""The time horizon after the last training step."""
+TRAIN_TEMPERATURE = TRAIN_PREFIX + "temperature"
+"""The last training step's annealing temperature."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluation metric: its recorded name, which direction is better, its label in tables,
+    what the target must know for it (`requires`), and whether studies compare by it
+    (`compared`; the raw log Z estimate is not compared, its error ΔlogZ is)."""
+
+    name: str
+    direction: Direction
+    label: str
+    requires: Requirement | None = None
+    compared: bool = True
+
+    @property
+    def arrow_label(self) -> str:
+        """The label with the better direction: 'ELBO ↑', 'ΔlogZ ↓'."""
+        return f"{self.label} {'↑' if self.direction == 'maximize' else '↓'}"
+
+
+CATALOGUE: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(ELBO, "maximize", "ELBO"),
+        Metric(LOG_Z, "maximize", "log Z estimate", compared=False),
+        Metric(DELTA_LOG_Z, "minimize", "ΔlogZ", requires="log_Z"),
+        Metric(ESS, "maximize", "ESS"),
+        Metric(SINKHORN, "minimize", "Sinkhorn", requires="samples"),
+        Metric(EMC, "maximize", "EMC", requires="modes"),
+    )
+}
+"""Every evaluation metric, in the order tables show them; a study may optimise any of them."""
+
+METRIC_NAMES: tuple[str, ...] = tuple(CATALOGUE)
+"""The evaluation metrics' names."""
+COMPARED_METRICS: tuple[str, ...] = tuple(m.name for m in CATALOGUE.values() if m.compared)
+"""The metrics studies and reports compare trials and prior families by."""
+
+
+def metric_label(name: str, *, arrow: bool = False) -> str:
+    """A metric's label for tables ('ELBO', with `arrow` 'ELBO ↑'); other names as they are."""
+    metric = CATALOGUE.get(name)
+    if metric is None:
+        return name
+    return metric.arrow_label if arrow else metric.label
+
+
+def metrics_for(*, log_Z: bool, samples: bool, modes: bool) -> tuple[str, ...]:
+    """The evaluation metrics of a target that knows its log Z, has reference samples and has
+    modes as given (the flags of `targets.info(name)`), in catalogue order."""
+    known = {"log_Z": log_Z, "samples": samples, "modes": modes}
+    return tuple(m.name for m in CATALOGUE.values() if m.requires is None or known[m.requires])
 
 
 def elbo(log_w: Tensor) -> float:
@@ -105,22 +206,27 @@ def evaluate_samples(
     with their product); emc when the target has modes. Samples with non-finite coordinates are
     left out of the last two.
     """
+    wanted = metrics_for(
+        log_Z=target.log_Z is not None,
+        samples=target.has_samples,
+        modes=target.n_modes is not None and target.n_modes > 1,
+    )
     finite = torch.isfinite(log_weights)
     log_w = log_weights[finite].double()
-    result = {"n_nonfinite": float((~finite).sum())}
-    weight_metrics = {"elbo": elbo, "log_z": log_z_estimate, "ess": ess}
+    result = {N_NONFINITE: float((~finite).sum())}
+    weight_metrics = {ELBO: elbo, LOG_Z: log_z_estimate, ESS: ess}
     for name, metric in weight_metrics.items():
         result[name] = metric(log_w) if log_w.numel() else math.nan
-    if target.log_Z is not None:
-        result["delta_log_z"] = abs(result["log_z"] - target.log_Z)
+    if DELTA_LOG_Z in wanted:
+        result[DELTA_LOG_Z] = abs(result[LOG_Z] - target.log_Z)
     points = samples[torch.isfinite(samples).all(dim=-1)].detach()
-    if target.has_samples and len(points):
+    if SINKHORN in wanted and len(points):
         reference = target.sample(n_reference or min(len(points), sinkhorn_points), generator)
-        result["sinkhorn"] = sinkhorn(
+        result[SINKHORN] = sinkhorn(
             points, reference, max_points=sinkhorn_points, generator=generator
         )
-    if target.n_modes is not None and target.n_modes > 1 and len(points):
-        result["emc"] = emc(target.mode_of(points), target.n_modes)
+    if EMC in wanted and len(points):
+        result[EMC] = emc(target.mode_of(points), target.n_modes)
     return result
 
 

@@ -78,7 +78,12 @@ class GaussianMixturePrior(nn.Module):
         return self._mask(-0.5 * z.square().sum(-1) - log_norm)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """log p_phi(x) [B], differentiable in x, means and scales."""
+        """log p_phi(x) [B], differentiable in x, means and scales.
+
+        Normalised: p_phi integrates to 1 (a mixture of normalised Gaussians, uniform weights
+        over the active components), unlike a target's `Target.log_prob`, which is log rho(x) up
+        to the unknown or known constant log Z.
+        """
         return torch.logsumexp(self.component_log_prob(x), dim=-1) - self._log_n_active(x)
 
     def score(self, x: Tensor) -> Tensor:

@@ -21,7 +21,16 @@ from trainers.annealing import Annealing, tempered
 from trainers.config import TrainerConfig
 from trainers.counting import CountingTarget
 from trainers.imr import imr_due, propose_component
-from trainers.metrics import evaluate_samples
+from trainers.metrics import (
+    ELBO,
+    ESS,
+    IMR_TARGET_EVALS,
+    N_ACTIVE,
+    SIGMA2,
+    TARGET_EVALS,
+    TIME_HORIZON,
+    evaluate_samples,
+)
 from trainers.prior import GaussianMixturePrior
 from trainers.samplers import Sampler, build_sampler
 
@@ -109,7 +118,7 @@ class Trainer:
         self.imr_target_evals = 0
         self.history: dict[str, list[float]] = {
             "loss": [],
-            "elbo": [],
+            ELBO: [],
             "grad_norm": [],
             "temperature": [],
         }
@@ -148,7 +157,7 @@ class Trainer:
         grad_norm = self._clean_and_clip_gradients()
         self.optimizer.step()
         self.iteration += 1
-        self.annealing.observe(stats["ess"])
+        self.annealing.observe(stats[ESS])
         metrics = {
             "loss": float(loss.detach()),
             **stats,
@@ -216,11 +225,11 @@ class Trainer:
         schedule = self.sampler.schedule
         with torch.no_grad():
             return {
-                "time_horizon": float(schedule.horizon()),
-                "sigma2": float(schedule.sigma2().mean()),
-                "n_active": float(self.prior.n_active),
-                "target_evals": float(self.counted_target.evaluations),
-                "imr_target_evals": float(self.imr_target_evals),
+                TIME_HORIZON: float(schedule.horizon()),
+                SIGMA2: float(schedule.sigma2().mean()),
+                N_ACTIVE: float(self.prior.n_active),
+                TARGET_EVALS: float(self.counted_target.evaluations),
+                IMR_TARGET_EVALS: float(self.imr_target_evals),
             }
 
     # Evaluation and sampling.

@@ -20,7 +20,7 @@ import trainers
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
-from storage.optuna_storage import load_study
+from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from tests.e2e.conftest import SMALL_STUDY, study_file
 
@@ -82,7 +82,7 @@ def test_best_trial_reloads_with_torch_alone_and_reproduces_its_metrics(study, t
     exported = json.loads((out / "config.json").read_text())
     assert exported["trial"]["number"] == best.number
     assert exported["trial"]["objective"] == {"elbo": best.value}
-    run = _trial_run(MlflowClient(where.mlflow_uri), best.user_attrs["tune_trial_id"])
+    run = _trial_run(MlflowClient(where.mlflow_uri), best.user_attrs[TUNE_ID_ATTR])
     recorded = run.data.metrics  # the last evaluation, at the checkpoint's iteration
     assert exported["model"]["iteration"] == 20 == exported["metrics"]["training_iteration"] * 10
     assert {k: exported["metrics"][k] for k in recorded} == recorded
@@ -127,7 +127,7 @@ def test_chosen_trial_is_registered_as_a_champion_pyfunc_loaded_without_pickle(
 
     client = MlflowClient(where.mlflow_uri, registry_uri=where.mlflow_uri)
     version = client.get_model_version_by_alias(MODEL, "champion")
-    assert version.run_id == _trial_run(client, other.user_attrs["tune_trial_id"]).info.run_id
+    assert version.run_id == _trial_run(client, other.user_attrs[TUNE_ID_ATTR]).info.run_id
     assert version.tags[STUDY_TAG] == STUDY and "champion" in version.aliases
 
     mlflow.set_tracking_uri(where.mlflow_uri)
@@ -169,7 +169,7 @@ def test_unknown_study_or_trial_is_bad_input_and_a_trial_without_checkpoint_fail
 
     # A trial that has started (Optuna trial, MLflow run) but not yet logged a checkpoint.
     started = load_study(where.optuna_url, STUDY).ask()
-    started.set_user_attr("tune_trial_id", "started")
+    started.set_user_attr(TUNE_ID_ATTR, "started")
     client = MlflowClient(where.mlflow_uri)
     client.create_run(
         client.get_experiment_by_name(STUDY).experiment_id,

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
 from orchestrator.status import study_status
-from storage.optuna_storage import load_study
+from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.records import collect
 from storage.runs import (
     BEST_RUN_TAG,
@@ -51,13 +51,13 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
     study = load_study(where.optuna_url, "e2e")
     assert len(study.trials) == 4
     assert {t.state.name for t in study.trials} == {"COMPLETE"}
-    tune_ids = {t.user_attrs["tune_trial_id"] for t in study.trials}
+    tune_ids = {t.user_attrs[TUNE_ID_ATTR] for t in study.trials}
     assert len(tune_ids) == 4
 
     client = MlflowClient(where.mlflow_uri)
     runs = _trial_runs(client, "e2e")
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(tune_ids)
-    numbers = {t.user_attrs["tune_trial_id"]: t.number for t in study.trials}
+    numbers = {t.user_attrs[TUNE_ID_ATTR]: t.number for t in study.trials}
     for run in runs:
         tune_id = run.data.tags[TRIAL_TAG]
         assert run.data.tags[OPTUNA_TAG] == str(numbers[tune_id])
@@ -82,7 +82,7 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
         } <= files
 
     best = study.best_trial
-    best_run = next(r for r in runs if r.data.tags[TRIAL_TAG] == best.user_attrs["tune_trial_id"])
+    best_run = next(r for r in runs if r.data.tags[TRIAL_TAG] == best.user_attrs[TUNE_ID_ATTR])
     assert best_run.data.metrics["elbo"] == pytest.approx(best.value, rel=1e-12)
 
     parent = client.search_runs(

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
-from storage.optuna_storage import load_study
+from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.runs import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.e2e.conftest import SMALL_STUDY, study_file
 
@@ -106,7 +106,7 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
     assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
     runs = _runs(where, "e2e-resume")
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(
-        t.user_attrs["tune_trial_id"] for t in trials
+        t.user_attrs[TUNE_ID_ATTR] for t in trials
     )
     client = MlflowClient(where.mlflow_uri)
     resumed = 0

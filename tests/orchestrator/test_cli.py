@@ -1,9 +1,15 @@
-"""The `gmp` command line, run as a user runs it (a real subprocess)."""
+"""The `gmp` command line, run as a user runs it (a real subprocess).
+
+Each `gmp` process pays the import of torch, Ray and MLflow (seconds each), so only the
+`gmp targets` smoke test is in the fast tier; the rest are marked slow and run in CI.
+"""
 
 import os
 import socket
 import subprocess
 import sys
+
+import pytest
 
 import targets
 import trainers
@@ -28,6 +34,7 @@ def test_targets_lists_every_target_with_its_facts():
     assert [cell.strip() for cell in funnel.split("│")[2:6]] == ["10 (any >= 2)", "yes", "yes", "-"]
 
 
+@pytest.mark.slow
 def test_unknown_command_and_help_exit_codes():
     assert subprocess.run([*GMP, "nope"], capture_output=True, timeout=60).returncode == 2
     for args in ([], ["study"], ["study", "run"], ["train"], ["ui"], ["report"], ["export"]):
@@ -35,6 +42,7 @@ def test_unknown_command_and_help_exit_codes():
         assert result.returncode == 0 and "usage: gmp" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_binary_study_file_exits_2_with_a_message_and_writes_nothing(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_bytes(bytes(range(256)) * 4)
@@ -52,6 +60,7 @@ def test_a_binary_study_file_exits_2_with_a_message_and_writes_nothing(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
 
 
+@pytest.mark.slow
 def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothing(tmp_path):
     for command in (
         ["study", "status", "nothing"],
@@ -67,6 +76,7 @@ def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothin
         assert list(tmp_path.iterdir()) == [], command
 
 
+@pytest.mark.slow
 def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
     (tmp_path / "gmp-runs").mkdir()
     (tmp_path / "gmp-runs" / "mlflow.db").touch()
@@ -85,6 +95,7 @@ def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_takes_any_trainer_setting_an_iteration_count_and_saves_the_sampler(tmp_path):
     study = study_file(tmp_path, name="train-cli")
     out = tmp_path / "model"

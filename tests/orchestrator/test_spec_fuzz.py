@@ -104,6 +104,7 @@ def _check(text: str | bytes) -> None:
         assert sorted(p.name for p in Path(tmp).iterdir()) == ["study.yaml"]  # nothing written
 
 
+@pytest.mark.slow  # 200 documents, some nested thousands deep: minutes on a shared CPU
 @pytest.mark.timeout(300)  # no example may hang
 @settings(
     max_examples=EXAMPLES,

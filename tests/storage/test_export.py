@@ -13,23 +13,21 @@ from safetensors.torch import load_file
 import trainers
 from storage.export import EXPORT_FILES, TrialSource, write_export
 from storage.pyfunc_sampler import requests
-from trainers import Trainer, TrainerConfig
+from tests.configs import tiny
+from trainers import Trainer
 
 CONFIG = {
     "target": {"name": "gmm40", "kwargs": {"dim": 2, "n_modes": 4, "half_width": 8.0}},
-    "batch_size": 32,
     "eval_samples": 128,
     "seed": 3,
-    "time": {"n_steps": 4},
-    "network": {"hidden": 8, "n_time_features": 4},
     "prior": {"k_max": 3, "init_std": 3.0},
-}
+}  # overrides of the tiny trainer
 
 
 @pytest.fixture(scope="module")
 def trained() -> Trainer:
     """A small trainer after a few iterations."""
-    trainer = Trainer(TrainerConfig.model_validate(CONFIG))
+    trainer = Trainer(tiny(**CONFIG))
     trainer.train(4)
     return trainer
 

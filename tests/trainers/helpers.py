@@ -35,3 +35,8 @@ class ScaledGaussian(Target):
 def scaled_gaussian() -> ScaledGaussian:
     """The d = 5 test target: log Z = 1.7, shifted mean, unequal scales."""
     return ScaledGaussian([1.0, -2.0, 0.5, 3.0, -1.0], [0.5, 1.0, 2.0, 0.8, 1.5], log_Z=1.7)
+
+
+def bound_holds(metrics: dict[str, float], log_w_std: float, n: int, log_Z: float) -> bool:
+    """ELBO <= log Z up to 4 standard errors of the Monte Carlo mean."""
+    return metrics["elbo"] <= log_Z + 4 * log_w_std / math.sqrt(n)

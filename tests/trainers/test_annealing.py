@@ -11,9 +11,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.configs import assert_same_parameters, mixture, tiny
 from tests.trainers.helpers import scaled_gaussian
-from tests.trainers.test_trainer import assert_same_parameters, tiny
-from trainers import Trainer, TrainerConfig, load
+from trainers import Trainer, load
 from trainers.annealing import Annealing, TemperedTarget, tempered
 from trainers.config import AnnealingConfig
 
@@ -191,23 +191,13 @@ def test_resume_with_the_adaptive_schedule_is_bitwise_identical(tmp_path: Path):
     assert len(set(steps[:6])) > 1 and len(set(steps[5:])) > 1
 
 
-TARGET = {"name": "gmm40", "kwargs": {"dim": 2, "n_modes": 4, "half_width": 10.0, "seed": 11}}
 ITERATIONS = 150
 
 
 def _mixture_run(annealing: dict) -> tuple[Trainer, float, dict[str, float]]:
     """A single learned Gaussian + DIS on four separated modes: (trainer, sample variance at
     a third of the budget, final evaluation at T = 1)."""
-    config = TrainerConfig(
-        target=TARGET,
-        batch_size=128,
-        eval_samples=1000,
-        time={"n_steps": 16, "init_dt": 0.3},
-        network={"hidden": 32, "n_time_features": 16},
-        prior={"k_max": 1, "init_std": 2.0},
-        optim={"lr_network": 1e-3, "lr_prior": 5e-2},
-        annealing=annealing,
-    )
+    config = mixture(batch_size=128, prior={"k_max": 1, "init_std": 2.0}, annealing=annealing)
     trainer = Trainer(config)
     trainer.train(ITERATIONS // 3)
     spread = float(trainer.evaluate().samples.var(0).sum())

@@ -7,28 +7,11 @@ import math
 import pytest
 import torch
 
-from tests.trainers.helpers import ScaledGaussian, scaled_gaussian
-from trainers import Trainer, TrainerConfig
+from tests.configs import small as small_config
+from tests.trainers.helpers import ScaledGaussian, bound_holds, scaled_gaussian
+from trainers import Trainer
 from trainers.prior import GaussianMixturePrior
 from trainers.samplers import build_sampler
-
-SMALL = {
-    "batch_size": 256,
-    "eval_samples": 2000,
-    "time": {"n_steps": 16, "init_dt": 0.05},
-    "network": {"hidden": 32, "n_time_features": 16},
-    "optim": {"lr_network": 1e-3, "lr_prior": 5e-2, "lr_time": 1e-2},
-}
-
-
-def small_config(**overrides: object) -> TrainerConfig:
-    """The small DIS configuration of these tests, with top-level overrides."""
-    return TrainerConfig.model_validate({**SMALL, **overrides})
-
-
-def bound_holds(metrics: dict[str, float], log_w_std: float, n: int, log_Z: float) -> bool:
-    """ELBO <= log Z up to 4 standard errors of the Monte Carlo mean."""
-    return metrics["elbo"] <= log_Z + 4 * log_w_std / math.sqrt(n)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +45,7 @@ def test_importance_weights_are_unbiased(k_max: int, per_dim_friction: bool, sch
     assert float(log_w.mean()) < target.log_Z
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_training_reaches_log_z_and_never_exceeds_it() -> None:
     target = scaled_gaussian()
     trainer = Trainer(small_config(), target=target)
@@ -76,6 +60,7 @@ def test_training_reaches_log_z_and_never_exceeds_it() -> None:
     assert abs(result.metrics["time_horizon"] - horizon) > 0.05 * horizon
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_log_variance_loss_trains() -> None:
     target = scaled_gaussian()
     trainer = Trainer(small_config(loss="logvar"), target=target)
@@ -89,6 +74,7 @@ def test_log_variance_loss_trains() -> None:
     assert result.metrics["delta_log_z"] < 0.05
 
 
+@pytest.mark.slow  # trains to a known answer: 20-35 s
 def test_fixed_prior_diffusion_transports_alone() -> None:
     """With a frozen N(0, I) prior only the diffusion can move mass onto the target."""
     target = scaled_gaussian()

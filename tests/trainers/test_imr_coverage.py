@@ -2,22 +2,15 @@
 
 import pytest
 
-from trainers import Trainer, TrainerConfig
+from tests.configs import mixture
+from trainers import Trainer
 
 pytestmark = pytest.mark.slow
 
-TARGET = {"name": "gmm40", "kwargs": {"dim": 2, "n_modes": 4, "half_width": 10.0, "seed": 11}}
-
 
 def _train(k_max: int, imr: bool) -> tuple[Trainer, dict[str, float]]:
-    config = TrainerConfig(
-        target=TARGET,
-        batch_size=256,
-        eval_samples=1000,
-        time={"n_steps": 16, "init_dt": 0.3},
-        network={"hidden": 32, "n_time_features": 16},
+    config = mixture(
         prior={"k_max": k_max, "init_std": 2.0},
-        optim={"lr_network": 1e-3, "lr_prior": 5e-2},
         imr={"enabled": imr, "interval": 60, "mala": {"n_chains": 32, "n_steps": 100}},
     )
     calls: list[int] = []

@@ -10,7 +10,19 @@ from scipy.optimize import linear_sum_assignment
 
 import targets
 from targets.base import Target
-from trainers.metrics import elbo, emc, ess, evaluate_samples, log_z_estimate, sinkhorn
+from trainers.metrics import (
+    CATALOGUE,
+    METRIC_NAMES,
+    N_NONFINITE,
+    elbo,
+    emc,
+    ess,
+    evaluate_samples,
+    log_z_estimate,
+    metric_label,
+    metrics_for,
+    sinkhorn,
+)
 
 
 def _t(values) -> torch.Tensor:
@@ -171,3 +183,23 @@ def test_evaluate_samples_reports_only_what_the_target_supports():
         "sinkhorn",
     }
     np.testing.assert_equal(evaluate_samples(torch.zeros(100), x, funnel)["delta_log_z"], 0.0)
+
+
+@pytest.mark.parametrize("name", ["funnel", "gmm40", "credit"])
+def test_evaluation_gives_exactly_the_catalogue_metrics_its_target_supports(name):
+    """One rule for which metric needs what: evaluate_samples, the spec's objective check and
+    the CLI all read it from the catalogue (metrics_for), so they cannot disagree."""
+    target = targets.make(name, **({"dim": 2} if name == "gmm40" else {}))
+    facts = targets.info(name)
+    x = torch.randn(64, target.dim, generator=torch.Generator().manual_seed(0))
+    got = evaluate_samples(torch.randn(64), x, target, sinkhorn_points=64)
+    wanted = metrics_for(log_Z=facts.log_Z, samples=facts.samples, modes=facts.modes)
+    assert set(got) - {N_NONFINITE} == set(wanted)
+    assert set(wanted) <= set(METRIC_NAMES)
+
+
+def test_metric_labels_carry_the_catalogue_direction():
+    assert metric_label("elbo", arrow=True) == "ELBO ↑"
+    assert metric_label("delta_log_z") == "ΔlogZ"
+    assert metric_label("not_a_metric", arrow=True) == "not_a_metric"
+    assert all(m.requires in (None, "log_Z", "samples", "modes") for m in CATALOGUE.values())

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.trainers.helpers import ScaledGaussian, scaled_gaussian
-from tests.trainers.test_dis import bound_holds, small_config
-from tests.trainers.test_trainer import IMR, assert_same_parameters, tiny
+from tests.configs import TINY_IMR as IMR
+from tests.configs import assert_same_parameters, mixture, tiny
+from tests.configs import small as small_config
+from tests.trainers.helpers import ScaledGaussian, bound_holds, scaled_gaussian
 from trainers import Trainer, TrainerConfig, build_sampler, load
 from trainers.drift import BetaSchedule
 from trainers.prior import GaussianMixturePrior
@@ -206,6 +207,7 @@ def test_fixed_betas_stay_linear() -> None:
 
 
 # Training.
+@pytest.mark.slow  # trains to a known answer: 20-30 s per sampler
 @pytest.mark.parametrize("sampler", ANNEALED)
 def test_training_on_a_gmp_reaches_log_z_and_never_exceeds_it(sampler: str) -> None:
     target = scaled_gaussian()
@@ -222,6 +224,7 @@ def test_training_on_a_gmp_reaches_log_z_and_never_exceeds_it(sampler: str) -> N
     assert result.metrics["delta_log_z"] < 0.05
 
 
+@pytest.mark.slow  # trains to a known answer: 20-30 s per sampler
 @pytest.mark.parametrize("sampler", ANNEALED)
 def test_fixed_gaussian_prior_baseline_trains(sampler: str) -> None:
     """K = 1 and frozen at N(0, I): only the diffusion can move mass onto the target."""
@@ -267,7 +270,6 @@ def test_checkpointed_steps_and_logvar_loss(sampler: str) -> None:
 
 
 # Mode coverage.
-GMM4 = {"name": "gmm40", "kwargs": {"dim": 2, "n_modes": 4, "half_width": 10.0, "seed": 11}}
 
 
 COVERAGE_SEEDS = (0, 1, 2)
@@ -275,16 +277,10 @@ COVERAGE_SEEDS = (0, 1, 2)
 
 def _coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, float]:
     """Metrics after 300 iterations on four separated 2-d modes (IMR every 30 iterations)."""
-    config = TrainerConfig(
+    config = mixture(
         sampler=sampler,
-        target=GMM4,
         seed=seed,
-        batch_size=256,
-        eval_samples=1000,
-        time={"n_steps": 16, "init_dt": 0.3},
-        network={"hidden": 32, "n_time_features": 16},
         prior={"k_max": k_max, "init_std": 3.0},
-        optim={"lr_network": 1e-3, "lr_prior": 5e-2},
         imr={"enabled": imr, "interval": 30, "mala": {"n_chains": 512, "n_steps": 100}},
     )
     trainer = Trainer(config)

@@ -7,35 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers import Trainer, TrainerConfig, load
-
-TINY = {
-    "target": {"name": "funnel", "kwargs": {"dim": 3}},
-    "batch_size": 32,
-    "eval_samples": 64,
-    "time": {"n_steps": 4},
-    "network": {"hidden": 8, "n_time_features": 4},
-}
-IMR = {
-    "prior": {"k_max": 3},
-    "imr": {"enabled": True, "interval": 2, "mala": {"n_chains": 4, "n_steps": 5}},
-}
-
-
-def tiny(**overrides: object) -> TrainerConfig:
-    """A trainer configuration small enough for many iterations per second."""
-    return TrainerConfig.model_validate({**TINY, **overrides})
-
-
-def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in trainer.sampler.state_dict().items()}
-
-
-def assert_same_parameters(a: Trainer, b: Trainer) -> None:
-    pa, pb = parameters(a), parameters(b)
-    assert pa.keys() == pb.keys()
-    for key in pa:
-        assert torch.equal(pa[key], pb[key]), key
+from tests.configs import TINY_IMR as IMR
+from tests.configs import assert_same_parameters, tiny
+from trainers import Trainer, load
 
 
 def test_same_seed_same_run_bitwise() -> None:

@@ -7,7 +7,7 @@ page with one row per (target, prior family, metric): the paper's value, ours (t
 last 5 of 100 evaluations on 2000 samples, the paper's protocol), the difference, the
 iterations done, wall and CPU time; and a figure of ELBO against iteration.
 
-Usage: python bench/paper_budget.py --root ROOT [--out docs/paper_budget.md]
+Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
         "N = 128, width 128, 10,000 iterations, the authors' optimiser settings; ours is the "
         f"mean of the last {LAST_EVALUATIONS} of 100 evaluations on 2000 samples, as in the "
         "paper. Made by\n\n"
-        f"{commands}\n    python bench/paper_budget.py --root ROOT\n\n"
+        f"{commands}\n    python -m experiments.paper_budget --root ROOT\n\n"
         + status
         + "\n".join("| " + " | ".join(row) + " |" for row in table)
         + f"\n\n![ELBO against iteration]({FIGURE})\n"

@@ -1,26 +1,22 @@
 """IMR's new-component scale, side by side: `imr.new_std` init vs mean_active vs laplace.
 
-Trains DIS with GMP+IMR at the CPU budget of bench/reproduce.py (its study settings, seed 0) on
-funnel d=10 and gmm40 d=2, once per scale rule, and prints per run the final ELBO, EMC (gmm40)
-and the mean scale of each component IMR added.
+Trains DIS with GMP+IMR at the CPU budget of experiments/reproduce.py (its study settings,
+seed 0) on funnel d=10 and gmm40 d=2, once per scale rule, and prints per run the final ELBO,
+EMC (gmm40) and the mean scale of each component IMR added.
 
-Usage: python bench/imr_new_scale.py [--targets funnel gmm40] [--seeds 1] [--workers 2]
+Usage: python -m experiments.imr_new_scale [--targets funnel gmm40] [--seeds 1] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce import study  # bench/ is not a package
-
+from experiments.reproduce import study
 from orchestrator.spec import StudySpec
 from trainers import Trainer
 
@@ -59,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     jobs = [(t, rule, s) for t in args.targets for rule in RULES for s in range(args.seeds)]
     print(
-        "DIS, GMP+IMR at bench/reproduce.py's budget, seed 0 up; ELBO and EMC: mean of the "
+        "DIS, GMP+IMR at experiments/reproduce.py's budget, seed 0 up; ELBO and EMC: mean of the "
         f"last {LAST_EVALUATIONS} evaluations"
     )
     with ProcessPoolExecutor(args.workers) as pool:

@@ -1,9 +1,9 @@
 """The paper's comparison on a CPU budget, run through the real orchestrator, into docs/results.md.
 
-    python bench/reproduce.py                  # funnel, credit, gmm40 (d=2), ionosphere x DIS, CMCD
-    python bench/reproduce.py --quick          # a smoke run: few iterations, one seed
-    python bench/reproduce.py --targets gmm40 --samplers dis --seeds 3
-    python bench/reproduce.py --report-only ROOT [ROOT...]   # the page from recorded runs
+    python -m experiments.reproduce          # funnel, credit, gmm40 (d=2), ionosphere x DIS, CMCD
+    python -m experiments.reproduce --quick  # a smoke run: few iterations, one seed
+    python -m experiments.reproduce --targets gmm40 --samplers dis --seeds 3
+    python -m experiments.reproduce --report-only ROOT [ROOT...]   # the page from recorded runs
 
 For every (target, sampler) it runs one study per prior family (Gaussian fixed, Gaussian learned,
 GMP, GMP+IMR), each a grid over seeds, on one local Ray shared by all studies, with local
@@ -34,7 +34,6 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Per target: its registry kwargs, the mixture size K, and fixed trainer settings of this budget.
 COMMON: dict[str, Any] = {
@@ -141,7 +140,7 @@ def study(
         )
     return {
         "name": f"repro-{target}-{sampler}-{variant}",
-        "description": f"bench/reproduce.py: {variant} prior, {sampler}, {target}",
+        "description": f"experiments/reproduce.py: {variant} prior, {sampler}, {target}",
         "target": {"name": target, "kwargs": copy.deepcopy(budget["kwargs"])},
         "sampler": sampler,
         "fixed": fixed,
@@ -294,7 +293,7 @@ def write_page(args: argparse.Namespace, roots: list[Path]) -> None:
         (figures / duplicate).unlink(missing_ok=True)  # HTML's embedded images are 4 MB
     body = body.replace("](", f"]({figures.name}/")
     # Folders as their last part: the page names no machine's paths.
-    command = "python bench/reproduce.py " + " ".join(
+    command = "python -m experiments.reproduce " + " ".join(
         Path(a).name if os.sep in a else a for a in sys.argv[1:]
     )
     targets = sorted({r.target[0] for r in records})

@@ -4,9 +4,9 @@ Prints one row per (target, K): evaluation ELBO (2000 samples), log Z estimate, 
 The default budget is reduced for a 2-core CPU (batch and N below the paper's) and printed;
 `--paper` uses the authors' batch per target (funnel 2000, credit 1000) and N = 128.
 
-Usage: python bench/elbo_after_training.py [--iters 2000] [--batch 500] [--steps 64] [--paper]
-                                            [--targets funnel credit]
-       python bench/elbo_after_training.py --quick    # smoke run: 20 iterations, batch 64, N = 16
+Usage: python -m experiments.elbo_after_training [--iters 2000] [--batch 500] [--steps 64]
+                                                  [--paper] [--targets funnel credit]
+       python -m experiments.elbo_after_training --quick  # smoke: 20 iterations, batch 64, N = 16
 """
 
 from __future__ import annotations

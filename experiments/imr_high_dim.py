@@ -1,6 +1,6 @@
 """IMR in high dimension: where the candidate chains start decides which modes GMP+IMR finds.
 
-Trains DIS at the CPU budget of bench/reproduce.py (its study settings for gmm40 and mos, in
+Trains DIS at the CPU budget of experiments/reproduce.py (its study settings for gmm40 and mos, in
 d = 50) with three prior families side by side: the learned Gaussian, GMP+IMR whose MALA chains
 start from the current components (`imr.chain_starts: component`) and GMP+IMR whose chains start
 over the target's support (`support`, with a capped-drift Langevin burn-in). Both IMR variants
@@ -9,9 +9,9 @@ starts are the only difference. Prints one Markdown row per run: EMC, ELBO, log 
 Sinkhorn (mean of the last 3 of 10 evaluations), modes holding a component mean (and the most
 component means on one mode), IMR's target evaluations beside training's, wall and CPU time.
 
-Usage: python bench/imr_high_dim.py [--targets gmm40 mos] [--iterations 3000] [--seeds 1]
+Usage: python -m experiments.imr_high_dim [--targets gmm40 mos] [--iterations 3000] [--seeds 1]
                                     [--variants gauss-learned imr-component imr-support]
-       python bench/imr_high_dim.py --dim 2 --targets gmm40 funnel --iterations 500 --seeds 2
+       python -m experiments.imr_high_dim --dim 2 --targets gmm40 funnel --iterations 500 --seeds 2
                                     --variants imr-component imr-support   # before/after
 """
 
@@ -21,17 +21,13 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce import study  # bench/ is not a package
-
+from experiments.reproduce import study
 from orchestrator.spec import StudySpec
 from trainers import Trainer
 
@@ -127,7 +123,7 @@ def main() -> None:
     ]
     print(
         f"DIS, gmm40 and mos in d = {args.dim}, {args.iterations} iterations, "
-        "bench/reproduce.py's budget otherwise; "
+        "experiments/reproduce.py's budget otherwise; "
         f"metrics: mean of the last {LAST} of {EVALUATIONS} evaluations; load average "
         f"{os.getloadavg()[0]:.2f} at the start\n"
     )
