@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -17,7 +19,12 @@ from ray import tune
 
 import targets
 from orchestrator import tuning
-from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
+from orchestrator.recovery import (
+    HeadWatch,
+    OrphanReaper,
+    StudyLease,
+    joining_experiment,
+)
 from orchestrator.spec import Storage, StudySpec
 from storage.layout import StudyPaths
 from storage.optuna_storage import open_storage, password_to_env
@@ -25,6 +32,8 @@ from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
 SPEC_ATTR = "gmp_spec"
+HEAD_LOST_EXIT = 1  # the CLI's failure exit: the driver ends from the head watch's thread
+RELEASE_WAIT_S = 5.0
 
 
 class StudyConflictError(ValueError):
@@ -128,14 +137,38 @@ def run_study(
     storage = open_storage(where.optuna_url)
     register_study(spec, storage)
     experiment = joining_experiment(spec.name) if join else spec.name
-    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
-        started = start_ray(address or spec.address, num_cpus)
+    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join) as lease:
+        cluster = address or spec.address
+        started = start_ray(cluster, num_cpus)
         try:
             tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
-            return tuner.fit()
+            if not cluster:
+                return tuner.fit()
+            gcs_address = ray.get_runtime_context().gcs_address
+            with HeadWatch(gcs_address, partial(_head_lost, lease, spec.name, gcs_address)):
+                return tuner.fit()
         finally:
             if started:
                 ray.shutdown()
+
+
+def _head_lost(lease: StudyLease, study: str, gcs_address: str, lost_for_s: float) -> None:
+    """End a driver whose cluster head went away: say so, release the study's lease (when its
+    storage still answers), exit non-zero. Tune's experiment folder, the trials' checkpoints
+    and the Optuna and MLflow records stay as they are, so running the same command on a
+    cluster that runs again resumes the study."""
+    print(
+        f"error: lost the Ray cluster's head ({gcs_address} has not answered for "
+        f"{lost_for_s:.0f} s); study {study} stops here with its records intact. Start the "
+        "cluster again and run the same `gmp study run` command (with the new --address) to "
+        "resume it from its trials' last checkpoints.",
+        file=sys.stderr,
+        flush=True,
+    )
+    releasing = threading.Thread(target=lease.release, name="gmp-lease-release", daemon=True)
+    releasing.start()
+    releasing.join(RELEASE_WAIT_S)
+    os._exit(HEAD_LOST_EXIT)  # Tune waits on the lost cluster: no clean way out of fit()
 
 
 def _tuner(
