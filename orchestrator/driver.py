@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -17,7 +19,12 @@ from ray import tune
 
 import targets
 from orchestrator import tuning
-from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
+from orchestrator.recovery import (
+    HeadWatch,
+    OrphanReaper,
+    StudyLease,
+    joining_experiment,
+)
 from orchestrator.spec import Storage, StudySpec
 from orchestrator.threads import openmp_environment
 from storage.layout import StudyPaths
@@ -25,6 +32,10 @@ from storage.optuna_storage import SPEC_ATTR, open_storage, password_to_env
 from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
+HEAD_LOST_EXIT = 1  # the CLI's failure exit: the driver ends from the head watch's thread
+RELEASE_WAIT_S = 5.0
+SNAPSHOT_PERIOD_S = 1  # Tune's experiment snapshot (what a resumed study restarts from)
+CHECKPOINTS_KEPT = 3  # per trial: more than the snapshot can fall behind
 
 
 class StudyConflictError(ValueError):
@@ -142,21 +153,48 @@ def run_study(
     A target given as `module:function` is imported by the trials' workers too: a local Ray's
     workers find it in `code_dir` (the study file's folder) as well as on their import path."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's resume snapshot at most a second behind the trials' checkpoints (its default
+    # waits 10 s or more), so that it never names a checkpoint that was already rotated out
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
     storage = open_storage(where.optuna_url)
     register_study(spec, storage)
     experiment = joining_experiment(spec.name) if join else spec.name
-    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
+    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join) as lease:
         if not targets.plugins.is_reference(spec.target.name):
             code_dir = None
-        started = start_ray(address or spec.address, num_cpus, code_dir)
+        cluster = address or spec.address
+        started = start_ray(cluster, num_cpus, code_dir)
         try:
             tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
-            return tuner.fit()
+            if not cluster:
+                return tuner.fit()
+            gcs_address = ray.get_runtime_context().gcs_address
+            with HeadWatch(gcs_address, partial(_head_lost, lease, spec.name, gcs_address)):
+                return tuner.fit()
         finally:
             if started:
                 ray.shutdown()
+
+
+def _head_lost(lease: StudyLease, study: str, gcs_address: str, lost_for_s: float) -> None:
+    """End a driver whose cluster head went away: say so, release the study's lease (when its
+    storage still answers), exit non-zero. Tune's experiment folder, the trials' checkpoints
+    and the Optuna and MLflow records stay as they are, so running the same command on a
+    cluster that runs again resumes the study."""
+    print(
+        f"error: lost the Ray cluster's head ({gcs_address} has not answered for "
+        f"{lost_for_s:.0f} s); study {study} stops here with its records intact. Start the "
+        "cluster again and run the same `gmp study run` command (with the new --address) to "
+        "resume it from its trials' last checkpoints.",
+        file=sys.stderr,
+        flush=True,
+    )
+    releasing = threading.Thread(target=lease.release, name="gmp-lease-release", daemon=True)
+    releasing.start()
+    releasing.join(RELEASE_WAIT_S)
+    os._exit(HEAD_LOST_EXIT)  # Tune waits on the lost cluster: no clean way out of fit()
 
 
 def _tuner(
@@ -201,7 +239,7 @@ def _tuner(
             storage_path=str(experiment_dir.parent),
             failure_config=tune.FailureConfig(max_failures=spec.failures.max_failures),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True
+                num_to_keep=CHECKPOINTS_KEPT, checkpoint_frequency=1, checkpoint_at_end=True
             ),
             callbacks=[reaper, tracker],
             verbose=verbose,

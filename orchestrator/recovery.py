@@ -10,6 +10,11 @@ A driver killed with `kill -9` leaves Optuna trials RUNNING. At its first step, 
 the RUNNING trials that nobody will finish: its own experiment's trials that Tune did not
 restore (asked for after Tune's last experiment snapshot), and trials of drivers whose lease
 is stale; their MLflow runs are closed too.
+
+A driver on a cluster whose head goes away (the machine lost, Ray's GCS killed) cannot go on:
+without GCS fault tolerance a restarted head is a new cluster. `HeadWatch` notices that the
+head no longer answers and ends the driver with a message that says so, instead of leaving it
+in Ray's reconnection loop until Ray ends it with a log line about the GCS.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +53,8 @@ STALE_AFTER_S = 60.0
 CONFIRM_S = 0.5
 ORPHAN_REASON = "its driver stopped and no running driver continues it"
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+HEAD_LOST_AFTER_S = 10.0
+HEAD_PROBE_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +264,54 @@ def find_orphans(
 def counted_trials(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
     """How many of a study's trials count against its budget (all but reaped orphans)."""
     return sum(ORPHAN_ATTR not in trial.user_attrs for trial in trials)
+
+
+class HeadWatch:
+    """Watches a Ray cluster's head from its driver: probes the head's GCS port every
+    `probe_s`; once it has not answered for `lost_after_s`, calls `on_lost(seconds)` once,
+    from the watch's own thread. Use as a context manager around the run."""
+
+    def __init__(
+        self,
+        gcs_address: str,
+        on_lost: Callable[[float], None],
+        lost_after_s: float = HEAD_LOST_AFTER_S,
+        probe_s: float = HEAD_PROBE_S,
+    ) -> None:
+        host, _, port = gcs_address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.on_lost = on_lost
+        self.lost_after_s = lost_after_s
+        self.probe_s = probe_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="gmp-head-watch", daemon=True)
+
+    def __enter__(self) -> HeadWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def answers(self) -> bool:
+        """Whether the head accepts a connection on its GCS port right now."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.probe_s):
+                return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        last_answer = time.monotonic()
+        while not self._stop.wait(self.probe_s):
+            if self.answers():
+                last_answer = time.monotonic()
+            elif time.monotonic() - last_answer >= self.lost_after_s:
+                self.on_lost(time.monotonic() - last_answer)
+                return

@@ -5,11 +5,17 @@ PostgreSQL (password authentication over TCP), `mlflow server` on it with proxie
 a Ray head with its dashboard (the job API), started with the shared-storage URLs in its
 environment the way cluster.yaml starts the head. Missing PostgreSQL binaries skip these tests
 locally but fail them when GMP_REQUIRE_SERVERS is set (CI sets it).
+
+`ray_cluster` is a multi-node Ray cluster on this machine: a head without CPUs (as in
+cluster.yaml) and worker nodes, each a `ray start` of its own whose processes can be killed
+together, as when a machine is lost; it needs nothing but Ray, so it never skips.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -33,6 +39,14 @@ REQUIRE_SERVERS_ENV = "GMP_REQUIRE_SERVERS"
 PG_BINARIES = ("initdb", "pg_ctl", "postgres")
 PG_USER = "gmp"
 START_TIMEOUT_S = 240
+OBJECT_STORE_BYTES = 100 * 1024**2  # trials pass small results: keep shared memory small
+# A lost node is declared dead after 3 missed health checks 1 s apart (Ray's default: 5, 3 s
+# apart), so that a test of a lost node does not wait for Ray's default detection time.
+FAST_NODE_DEATH = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 def free_port() -> int:
@@ -219,6 +233,92 @@ def mlflow_server(postgres: Postgres) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def ray_token(folder: Path) -> Path:
+    """A fresh Ray authentication token in `folder` (mode 600): the cluster's shared secret."""
+    token = folder / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    return token
+
+
+@dataclass
+class RayNode:
+    """One `ray start --block` process in its own session: the node's GCS (head only), raylet
+    and worker processes all belong to that session, so killing its process group loses the
+    whole node at once, as when a machine goes away."""
+
+    name: str
+    process: subprocess.Popen
+    log_file: Path
+
+    def owns(self, pid: int) -> bool:
+        """Whether process `pid` runs on this node (is in the node's session)."""
+        try:
+            return os.getsid(pid) == self.process.pid
+        except ProcessLookupError:
+            return False
+
+    def kill(self) -> None:
+        """`kill -9` of every process of the node; returns once `ray start` is reaped."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        """Stop the node and every process it started."""
+        _stop_group(self.process)
+
+
+def start_ray_node(name: str, folder: Path, env: dict[str, str], options: list[str]) -> RayNode:
+    """`ray start --block` on 127.0.0.1 with free ports, `options` added (head or address,
+    resources), `folder` (new: Unix socket paths in it must stay short) as its temp folder;
+    waits for nothing."""
+    folder.mkdir(parents=True)
+    ray = str(Path(sys.executable).parent / "ray")
+    log_file = folder / "start.log"
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            [ray, "start", "--block", "--node-ip-address", "127.0.0.1",
+             "--dashboard-agent-listen-port", str(free_port()),
+             "--runtime-env-agent-port", str(free_port()),
+             "--metrics-export-port", str(free_port()),
+             "--num-gpus", "0", "--object-store-memory", str(OBJECT_STORE_BYTES),
+             "--temp-dir", str(folder), "--disable-usage-stats", *options],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return RayNode(name, process, log_file)
+
+
+def ray_node_env(head: RayHead, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `ray start` for `head`'s cluster: its token, this Python's `ray`."""
+    env = {
+        **os.environ,
+        **head.client_env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **(extra or {}),
+    }
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def start_head(
+    head: RayHead, temp_dir: Path, env: dict[str, str], num_cpus: int, name: str = "head"
+) -> RayNode:
+    """The head node of `head` (GCS on its port, dashboard with the job API), up and answering."""
+    gcs_port = head.gcs_address.rsplit(":", 1)[1]
+    dashboard_port = head.dashboard.rsplit(":", 1)[1]
+    node = start_ray_node(
+        name, temp_dir / name, env,
+        ["--head", "--port", gcs_port, "--include-dashboard", "true",
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", dashboard_port,
+         "--ray-client-server-port", str(free_port()), "--num-cpus", str(num_cpus)],
+    )  # fmt: skip
+    version = f"{head.dashboard}/api/version"
+    _wait_until(lambda: _http_ok(version, head.headers), "ray head", node.process, node.log_file)
+    return node
+
+
 @pytest.fixture(scope="module")
 def ray_head(postgres: Postgres, mlflow_server: str) -> Iterator[RayHead]:
     """`ray start --head` on 127.0.0.1 with 2 CPUs and the dashboard (job API) on 127.0.0.1.
@@ -227,38 +327,105 @@ def ray_head(postgres: Postgres, mlflow_server: str) -> Iterator[RayHead]:
     authentication with its own token; its own temp folder keeps other Ray users on this
     machine from finding it."""
     temp_dir = Path(tempfile.mkdtemp(prefix="gmp-ray-", dir="/tmp"))
-    token = temp_dir / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    gcs_port, dashboard_port = free_port(), free_port()
-    head = RayHead(f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", token)
-    env = {
-        **os.environ,
-        **head.client_env,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        OPTUNA_URL_ENV: postgres.url("optuna"),
-        MLFLOW_URI_ENV: mlflow_server,
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    ray = str(Path(sys.executable).parent / "ray")
-    log_file = temp_dir / "start.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-             "--port", str(gcs_port), "--include-dashboard", "true",
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-             "--dashboard-agent-listen-port", str(free_port()),
-             "--runtime-env-agent-port", str(free_port()),
-             "--metrics-export-port", str(free_port()),
-             "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(temp_dir),
-             "--disable-usage-stats"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    head = RayHead(
+        f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}", ray_token(temp_dir)
+    )
+    env = ray_node_env(
+        head, {OPTUNA_URL_ENV: postgres.url("optuna"), MLFLOW_URI_ENV: mlflow_server}
+    )
+    node = start_head(head, temp_dir, env, num_cpus=2)
     try:
-        version = f"{head.dashboard}/api/version"
-        _wait_until(lambda: _http_ok(version, head.headers), "ray head", process, log_file)
         yield head
     finally:
-        _stop_group(process)
+        node.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass
+class RayCluster:
+    """A Ray cluster of real nodes on this machine: `head` and worker nodes by name, each with
+    1 CPU and a custom resource named after it. Nodes can be killed and started again; a new
+    head makes a new cluster (new ports, new token)."""
+
+    temp_dir: Path
+    workers: tuple[str, ...]
+    head: RayHead | None = None
+    nodes: dict[str, RayNode] | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment of this cluster's nodes and drivers (token, fast node-death detection)."""
+        assert self.head is not None
+        return ray_node_env(self.head, FAST_NODE_DEATH)
+
+    def start(self) -> None:
+        """A new head without CPUs (it runs drivers only) and every worker; waits until all
+        are in the cluster."""
+        temp = Path(tempfile.mkdtemp(prefix="c-", dir=self.temp_dir))
+        self.head = RayHead(
+            f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}", ray_token(temp)
+        )
+        self.nodes = {"head": start_head(self.head, temp, self.env(), num_cpus=0)}
+        for name in self.workers:
+            self.start_worker(name)
+        self.wait_for_nodes(1 + len(self.workers))
+
+    def start_worker(self, name: str) -> RayNode:
+        """Start worker node `name` (again, in a new folder): 1 CPU and the custom resource
+        `name`."""
+        assert self.head is not None and self.nodes is not None
+        temp = self.head.token_file.parent
+        starts = len(list(temp.glob(f"{name}*")))
+        options = ["--address", self.head.gcs_address, "--num-cpus", "1"]
+        options += ["--resources", f'{{"{name}": 1}}']
+        self.nodes[name] = start_ray_node(name, temp / f"{name}{starts}", self.env(), options)
+        return self.nodes[name]
+
+    def alive_nodes(self) -> int:
+        """How many nodes the head counts as alive (0 when its dashboard does not answer)."""
+        assert self.head is not None
+        request = urllib.request.Request(
+            f"{self.head.dashboard}/api/v0/nodes?limit=100", headers=self.head.headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                nodes = json.load(response)["data"]["result"]["result"]
+        except (OSError, ValueError, KeyError):
+            return 0
+        return sum(node["state"] == "ALIVE" for node in nodes)
+
+    def wait_for_nodes(self, count: int) -> None:
+        """Wait until `count` nodes are alive; fail with the nodes' logs if they do not come."""
+        assert self.nodes is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.alive_nodes() < count:
+            dead = [n for n in self.nodes.values() if n.process.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                logs = "\n".join(
+                    f"{n.name}: {n.log_file.read_text(errors='replace')[-1500:]}"
+                    for n in (dead or self.nodes.values())
+                )
+                pytest.fail(f"{count} Ray nodes not alive within {START_TIMEOUT_S} s:\n{logs}")
+            time.sleep(0.5)
+
+    def node_of(self, pid: int) -> str | None:
+        """The name of the node that runs process `pid` (None: no node, or it is gone)."""
+        assert self.nodes is not None
+        return next((name for name, node in self.nodes.items() if node.owns(pid)), None)
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in (self.nodes or {}).values():
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A head (no CPUs) and worker nodes `a` and `b` (1 CPU each), started with `ray start` on
+    127.0.0.1 with token authentication, in a temp folder of their own."""
+    cluster = RayCluster(Path(tempfile.mkdtemp(prefix="gmp-rayc-", dir="/tmp")), ("a", "b"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp_dir, ignore_errors=True)

@@ -1,13 +1,19 @@
-"""Helpers for end-to-end studies: small study files written into a temporary root."""
+"""Helpers for end-to-end studies: small study files written into a temporary root, and what
+a study recorded (Tune's results, checkpoints, MLflow runs) for fault tests to check."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.driver import StudyLocations
+from storage.runs import ROLE_TAG
 
 SMALL_STUDY: dict[str, Any] = {
     "name": "e2e",
@@ -57,3 +63,42 @@ def runs_root(tmp_path: Path) -> Path:
     root = tmp_path / "runs"
     root.mkdir()
     return root
+
+
+def reported_results(experiment: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
+    """Each trial's reported results so far (trial id -> (trial folder, results))."""
+    found = {}
+    for file in experiment.glob("*/result.json"):
+        rows = []
+        for line in file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line is being written
+                break
+        if rows:
+            found[rows[0]["trial_id"]] = (file.parent, rows)
+    return found
+
+
+def checkpoint_registered(folder: Path, index: int) -> bool:
+    """Whether the driver has registered the trial's checkpoint `index`, not just seen it written.
+
+    The driver keeps two checkpoints (`num_to_keep=2`) and deletes the third-newest as it
+    registers a new one, so checkpoint `index` is registered once `index - 2` is gone."""
+    return (
+        index >= 2
+        and (folder / f"checkpoint_{index:06d}").is_dir()
+        and not (folder / f"checkpoint_{index - 2:06d}").exists()
+    )
+
+
+def trial_runs(where: StudyLocations, name: str) -> list:
+    """The MLflow runs of study `name`'s trials."""
+    client = MlflowClient(where.mlflow_uri)
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+
+
+def metric_steps(where: StudyLocations, run_id: str, key: str) -> list[int]:
+    """The steps at which metric `key` of MLflow run `run_id` was recorded, in order."""
+    return [m.step for m in MlflowClient(where.mlflow_uri).get_metric_history(run_id, key)]

@@ -5,7 +5,6 @@ the pids come from Tune's result.json files (Tune records each result's actor pi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,58 +13,26 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from orchestrator.driver import StudyLocations
 from orchestrator.recovery import EXPERIMENT_ATTR, LEASE_PREFIX, ORPHAN_ATTR, TUNE_ID_ATTR
 from orchestrator.spec import load_spec
 from storage.optuna_storage import load_study
-from storage.runs import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
-from tests.e2e.conftest import FAST, study_file
+from storage.runs import ERROR_TAG, STATE_TAG, TRIAL_TAG
+from tests.e2e.conftest import (
+    FAST,
+    checkpoint_registered,
+    metric_steps,
+    reported_results,
+    study_file,
+    trial_runs,
+)
 
 pytestmark = pytest.mark.slow
 GMP = [sys.executable, "-m", "orchestrator.cli"]
-
-
-def _results(experiment: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
-    """Each trial's reported results so far (trial id -> (trial folder, results))."""
-    found = {}
-    for file in experiment.glob("*/result.json"):
-        rows = []
-        for line in file.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line is being written
-                break
-        if rows:
-            found[rows[0]["trial_id"]] = (file.parent, rows)
-    return found
-
-
-def _registered(folder: Path, index: int) -> bool:
-    """Whether the driver has registered the trial's checkpoint `index`, not just seen it written.
-
-    The driver keeps two checkpoints (`num_to_keep=2`) and deletes the third-newest as it
-    registers a new one, so checkpoint `index` is registered once `index - 2` is gone."""
-    return (
-        index >= 2
-        and (folder / f"checkpoint_{index:06d}").is_dir()
-        and not (folder / f"checkpoint_{index - 2:06d}").exists()
-    )
-
-
-def _trial_runs(where: StudyLocations, name: str) -> list:
-    client = MlflowClient(where.mlflow_uri)
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
-
-
-def _steps(where: StudyLocations, run_id: str, key: str) -> list[int]:
-    return [m.step for m in MlflowClient(where.mlflow_uri).get_metric_history(run_id, key)]
 
 
 @dataclass
@@ -99,7 +66,7 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
     kills: list[Kill] = []
     deadline = time.monotonic() + 400
     while driver.poll() is None and time.monotonic() < deadline:
-        for trial_id, (folder, rows) in _results(experiment).items():
+        for trial_id, (folder, rows) in reported_results(experiment).items():
             wanted.setdefault(trial_id, len(wanted) + 1)
             last, mine = rows[-1], [k for k in kills if k.trial_id == trial_id]
             if mine and mine[-1].restored_from is None and last["pid"] != mine[-1].pid:
@@ -110,7 +77,7 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
                 and last["pid"] not in {k.pid for k in kills}
                 and last["iterations_since_restore"] >= 2
                 and not last["done"]
-                and _registered(folder, last["training_iteration"] - 1)
+                and checkpoint_registered(folder, last["training_iteration"] - 1)
             ):
                 os.kill(last["pid"], signal.SIGKILL)
                 kills.append(Kill(trial_id, last["pid"], last["iteration"], time.monotonic()))
@@ -127,15 +94,15 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
         t.user_attrs[TUNE_ID_ATTR]: t.state for t in load_study(where.optuna_url, name).trials
     }
     assert states == {resumed: TrialState.COMPLETE, failed: TrialState.FAIL}
-    runs = {r.data.tags[TRIAL_TAG]: r for r in _trial_runs(where, name)}
+    runs = {r.data.tags[TRIAL_TAG]: r for r in trial_runs(where, name)}
 
     # Resumed on a new actor from the checkpoint of the last reported evaluation: none redone.
-    rows = _results(experiment)[resumed][1]
+    rows = reported_results(experiment)[resumed][1]
     assert [r["training_iteration"] for r in rows] == list(range(1, 16))
     assert len({r["pid"] for r in rows}) == 2
     run = runs[resumed]
     assert run.info.status == "FINISHED"
-    assert _steps(where, run.info.run_id, "elbo") == list(range(10, 151, 10))
+    assert metric_steps(where, run.info.run_id, "elbo") == list(range(10, 151, 10))
     assert run.data.metrics["restored_from_iteration"] == once[0].restored_from
     for kill in [*once, twice[0]]:
         assert kill.restored_from is not None and kill.restored_from >= kill.reported_iteration
@@ -195,7 +162,7 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_and_no_orphan_trials(tmp
     complete = {t.user_attrs[TUNE_ID_ATTR] for t in trials if t.state == TrialState.COMPLETE}
     assert len(complete) == 4 and len(trials) == 4 + len(reaped)
 
-    runs = _trial_runs(where, name)
+    runs = trial_runs(where, name)
     tune_ids = Counter(r.data.tags[TRIAL_TAG] for r in runs)
     assert max(tune_ids.values()) == 1, tune_ids  # one MLflow run per trial, resumed or not
     assert {r.data.tags[TRIAL_TAG] for r in runs if r.info.status == "FINISHED"} == complete
@@ -204,10 +171,10 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_and_no_orphan_trials(tmp
         if run.data.tags[TRIAL_TAG] in orphan_ids:
             assert run.info.status == "KILLED" and run.data.tags[STATE_TAG] == "ORPHANED"
         else:
-            assert _steps(where, run.info.run_id, "elbo") == list(range(10, 101, 10))
+            assert metric_steps(where, run.info.run_id, "elbo") == list(range(10, 101, 10))
     redone = sum(
         len(rows) - len({r["training_iteration"] for r in rows})
-        for _, rows in _results(runs_root / "tune" / name).values()
+        for _, rows in reported_results(runs_root / "tune" / name).values()
     )
     leases = {k: v for k, v in study.user_attrs.items() if k.startswith(LEASE_PREFIX)}
     assert [v["released"] for v in leases.values()] == [True]
@@ -223,7 +190,7 @@ def test_a_second_driver_is_refused_and_a_joining_one_shares_the_budget(tmp_path
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while first.poll() is None and time.monotonic() < deadline:
-        if _results(runs_root / "tune" / name):
+        if reported_results(runs_root / "tune" / name):
             break
         time.sleep(0.2)
     assert first.poll() is None, first.communicate()[0].decode()[-3000:]
@@ -248,7 +215,7 @@ def test_a_second_driver_is_refused_and_a_joining_one_shares_the_budget(tmp_path
     leases = {k: v for k, v in study.user_attrs.items() if k.startswith(LEASE_PREFIX)}
     assert sorted(leases) == sorted(LEASE_PREFIX + e for e in by_driver)
     assert all(lease["released"] for lease in leases.values())
-    runs = _trial_runs(where, name)
+    runs = trial_runs(where, name)
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(
         t.user_attrs[TUNE_ID_ATTR] for t in study.trials
     )

@@ -22,6 +22,7 @@ from orchestrator.recovery import (
     ORPHAN_ATTR,
     STALE_AFTER_S,
     TUNE_ID_ATTR,
+    HeadWatch,
     Holder,
     OrphanReaper,
     StudyBusyError,
@@ -168,3 +169,18 @@ def test_a_trial_asked_for_after_the_run_began_is_never_an_orphan(optuna_url):
 def test_holder_describes_its_process():
     holder = Holder(host="h", pid=7, start="1", heartbeat=time.time() - 3, token="t")
     assert holder.describe(time.time()) == "pid 7 on h, last heartbeat 3 s ago"
+
+
+def test_head_watch_reports_a_head_that_stops_answering_once_and_not_before():
+    head = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{head.getsockname()[1]}"
+    lost: list[float] = []
+    with HeadWatch(address, lost.append, lost_after_s=0.6, probe_s=0.1) as watch:
+        time.sleep(1.0)
+        assert watch.answers() and lost == []  # a head that answers is never lost
+        head.close()
+        closed_at = time.monotonic()
+        while not lost and time.monotonic() - closed_at < 10:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    assert len(lost) == 1 and 0.5 <= lost[0] < 2.0
