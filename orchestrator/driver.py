@@ -17,14 +17,25 @@ from ray import tune
 
 import targets
 from orchestrator import tuning
-from orchestrator.recovery import OrphanReaper, StudyLease, joining_experiment
+from orchestrator.interrupt import InterruptWatch
+from orchestrator.progress import StudyReporter
+from orchestrator.recovery import (
+    TUNE_ID_ATTR,
+    OrphanReaper,
+    StudyLease,
+    counted_trials,
+    joining_experiment,
+)
 from orchestrator.spec import Storage, StudySpec
 from storage.layout import StudyPaths
-from storage.optuna_storage import open_storage, password_to_env
+from storage.optuna_storage import load_study, open_storage, password_to_env
+from storage.records import prior_family
 from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
 SPEC_ATTR = "gmp_spec"
+GROWS = "budget.trials"  # the one field of a study's definition that may change between runs
+CURRENT_ATTR = "gmp_current_experiment"  # set once trials were added to a finished study
 
 
 class StudyConflictError(ValueError):
@@ -67,7 +78,11 @@ class StudyLocations:
 
 
 def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the Optuna study (or check that an existing one has the same definition)."""
+    """Create the Optuna study (or check that an existing one has the same definition), and
+    queue the spec's first trials in a new one.
+
+    The number of trials may change between runs (a study is given more trials by raising it);
+    any other change to the definition is a conflict."""
     definition = _definition(spec)
     study = optuna.create_study(
         study_name=spec.name,
@@ -76,19 +91,31 @@ def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
         load_if_exists=True,
     )
     stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, definition)
-    elif json.loads(stored) != json.loads(definition):
+    changed = _changes(stored, definition) if stored is not None else []
+    if changed:
         raise StudyConflictError(
-            f"a study named {spec.name!r} already exists with a different definition; "
-            "give this study a new name (or restore the original file to resume it)"
+            f"a study named {spec.name!r} already exists with a different definition "
+            f"({', '.join(changed)} changed); give this study a new name (or restore the "
+            "original file to resume it); only budget.trials may change"
         )
+    if stored != definition:
+        study.set_user_attr(SPEC_ATTR, definition)
+    if not study.get_trials(deepcopy=False):
+        for point in spec.search.first_trials:
+            study.enqueue_trial(point, skip_if_exists=False)
     return study
 
 
 def _definition(spec: StudySpec) -> str:
     """The spec without where it runs or is stored (those may change between runs)."""
     return spec.model_dump_json(exclude={"storage", "address", "description"})
+
+
+def _changes(stored: str, definition: str) -> list[str]:
+    """The dotted fields in which two definitions differ, but for the number of trials (which
+    may grow between runs)."""
+    old, new = _flatten(json.loads(stored)), _flatten(json.loads(definition))
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != GROWS)
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -117,25 +144,54 @@ def run_study(
     num_cpus: int | None = None,
     verbose: int = 1,
     join: bool = False,
-) -> tune.ResultGrid:
-    """Run (or resume) the study to its budget; returns Tune's results.
+) -> tune.ResultGrid | list:
+    """Run (or resume) the study to its budget; returns Tune's results (an empty list when
+    the study was already complete).
 
     Refuses (StudyBusyError) while another driver runs the study, unless `join`: then this
-    driver runs its own Tune experiment on the same Optuna study until the study's budget."""
+    driver runs its own Tune experiment on the same Optuna study until the study's budget.
+    A study whose budget.trials was raised after it finished runs the added trials as a new
+    Tune experiment of the same Optuna study. Ctrl-C saves the state and raises
+    StudyInterruptedError; running the study again resumes it."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the engine that prints a ProgressReporter's table
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
     storage = open_storage(where.optuna_url)
-    register_study(spec, storage)
-    experiment = joining_experiment(spec.name) if join else spec.name
-    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
+    study = register_study(spec, storage)
+    if study_complete(spec, study):
+        return []
+    results: tune.ResultGrid | list = []
+    with InterruptWatch() as watch:
         started = start_ray(address or spec.address, num_cpus)
         try:
-            tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
-            return tuner.fit()
+            for _ in range(2):  # the current experiment, then one for trials added since
+                experiment = joining_experiment(spec.name) if join else _current(study)
+                with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join):
+                    watch.check()
+                    tuner, restored = _tuner(spec, spec_text, where, storage, verbose, experiment)
+                    results = tuner.fit()
+                watch.check()
+                if join or not restored or study_complete(spec, study):
+                    break
+                counted = counted_trials(study.get_trials(deepcopy=False))
+                study.set_user_attr(CURRENT_ATTR, f"{spec.name}.more-{counted}")
         finally:
             if started:
                 ray.shutdown()
+    return results
+
+
+def study_complete(spec: StudySpec, study: optuna.Study) -> bool:
+    """Whether the study has run its budget of trials and none is left to run or resume."""
+    trials = study.get_trials(deepcopy=False)
+    unfinished = any(not t.state.is_finished() for t in trials)
+    return not unfinished and counted_trials(trials) >= spec.budget.trials
+
+
+def _current(study: optuna.Study) -> str:
+    """The study's Tune experiment that a (non-joining) driver runs or resumes."""
+    return study.user_attrs.get(CURRENT_ATTR, study.study_name)
 
 
 def _tuner(
@@ -145,12 +201,16 @@ def _tuner(
     storage: optuna.storages.BaseStorage,
     verbose: int,
     experiment: str,
-) -> tune.Tuner:
+) -> tuple[tune.Tuner, bool]:
+    """The experiment's Tuner, restored if it exists (then True)."""
     trainable = tuning.trainable(spec)
     tracking_uri = credentials_to_env(where.mlflow_uri)
     experiment_dir = where.experiment_dir.parent / experiment
     if tune.Tuner.can_restore(str(experiment_dir)):
-        return tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True)
+        restored = tune.Tuner.restore(
+            str(experiment_dir), trainable=trainable, resume_unfinished=True
+        )
+        return restored, True
     reaper = OrphanReaper(where.optuna_url, spec.name, experiment, tracking_uri)
     without_storage = spec.model_copy(update={"storage": Storage()})  # Tune pickles it
     single = len(spec.objective) == 1
@@ -163,8 +223,9 @@ def _tuner(
         flat_config=partial(flat_trainer_config, without_storage),
         log_density=_log_density(spec),
         objective=spec.primary.metric,
+        iterations=spec.budget.iterations,
     )
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=tuning.searcher(spec, storage, experiment),
@@ -183,9 +244,36 @@ def _tuner(
                 num_to_keep=2, checkpoint_frequency=1, checkpoint_at_end=True
             ),
             callbacks=[reaper, tracker],
+            progress_reporter=_reporter(without_storage, where.optuna_url),
             verbose=verbose,
         ),
     )
+    return tuner, False
+
+
+def _reporter(spec: StudySpec, optuna_url: str) -> StudyReporter:
+    """The study's live table in the terminal (see run_study: Tune's legacy output engine)."""
+    shown = ["ess"] + (["emc"] if targets.info(spec.target.name).modes else [])
+    return StudyReporter(
+        study=spec.name,
+        objective=spec.primary.metric,
+        iterations=spec.budget.iterations,
+        trials=spec.budget.trials,
+        metrics=[m for m in shown if m != spec.primary.metric],
+        family=partial(trial_family, spec),
+        numbers=partial(optuna_numbers, optuna_url, spec.name),
+    )
+
+
+def trial_family(spec: StudySpec, params: dict[str, Any]) -> str:
+    """A trial's prior family with its size, e.g. 'GMP K=10 +IMR'."""
+    return prior_family(flat_trainer_config(spec, params), sized=True)
+
+
+def optuna_numbers(optuna_url: str, study: str) -> dict[str, int]:
+    """Tune trial id -> Optuna trial number, for the study's trials tagged so far."""
+    trials = load_study(optuna_url, study).get_trials(deepcopy=False)
+    return {t.user_attrs[TUNE_ID_ATTR]: t.number for t in trials if TUNE_ID_ATTR in t.user_attrs}
 
 
 def flat_trainer_config(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:

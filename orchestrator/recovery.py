@@ -31,14 +31,17 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
 
-from storage.optuna_storage import open_storage
+from storage.optuna_storage import INTERRUPTED_ATTR, open_storage
 from storage.tracking import close_orphaned_runs
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+__all__ = ["INTERRUPTED_ATTR"]  # re-exported: every trial attribute's name in one place
+
 LEASE_PREFIX = "gmp_lease:"
 EXPERIMENT_ATTR, TUNE_ID_ATTR, ORPHAN_ATTR = "gmp_experiment", "tune_trial_id", "gmp_orphaned"
+STOPPED_ATTR = "gmp_stopped"  # why Tune's scheduler ended a trial before its budget (PRUNED)
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
 CONFIRM_S = 0.5
@@ -251,5 +254,9 @@ def find_orphans(
 
 
 def counted_trials(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
-    """How many of a study's trials count against its budget (all but reaped orphans)."""
-    return sum(ORPHAN_ATTR not in trial.user_attrs for trial in trials)
+    """How many of a study's trials count against its budget: all but reaped orphans and
+    queued trials that have not started (search.first_trials waiting for their turn)."""
+    return sum(
+        ORPHAN_ATTR not in trial.user_attrs and trial.state != TrialState.WAITING
+        for trial in trials
+    )

@@ -11,6 +11,8 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+INTERRUPTED_ATTR = "gmp_interrupted"  # a trial's user attribute while its study waits to resume
+
 
 def open_storage(url: str) -> BaseStorage:
     """The Optuna storage at `url`: `sqlite:///...`, `postgresql+psycopg://...`, `journal:///path`."""
