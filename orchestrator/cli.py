@@ -113,7 +113,8 @@ def _answer_lines(
 
     status = study_status(where.optuna_url, where.mlflow_uri, spec.name)
     failed = sum(r.error is not None for r in results)
-    lines = [f"study {spec.name}: {len(status.rows)} trials, {failed} failed in this run"]
+    failures = f", {failed} failed in this run" if failed else ""
+    lines = [f"study {spec.name}: {len(status.rows)} trials{failures}"]
     best = status.best
     if best is not None and best.values:
         lines.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -93,13 +94,24 @@ def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
     stored = study.user_attrs.get(SPEC_ATTR)
     changed = _changes(stored, definition) if stored is not None else []
     if changed:
+        longer = (
+            "; Optuna cannot reopen a finished trial to train it longer: `gmp train FILE --set "
+            "KEY=VALUE --iterations N` trains one configuration longer"
+            if "budget.iterations" in changed
+            else ""
+        )
         raise StudyConflictError(
             f"a study named {spec.name!r} already exists with a different definition "
             f"({', '.join(changed)} changed); give this study a new name (or restore the "
-            "original file to resume it); only budget.trials may change"
+            f"original file to resume it); only budget.trials may change{longer}"
         )
     if stored != definition:
         study.set_user_attr(SPEC_ATTR, definition)
+    metrics = [goal.metric for goal in spec.objective]
+    if study.metric_names != metrics:  # Optuna's tools (the dashboard) name the objectives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metrics)
     if not study.get_trials(deepcopy=False):
         for point in spec.search.first_trials:
             study.enqueue_trial(point, skip_if_exists=False)
