@@ -50,7 +50,7 @@ def render_table(
     columns = list(range(len(header)))
     droppable = [c for c in columns if header[c] in optional]
     while True:
-        widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in columns]
+        widths = [max([len(header[c]), *(len(r[c]) for r in rows)]) for c in columns]
         if sum(widths) + 2 * (len(columns) - 1) <= width or not droppable:
             break
         columns.remove(droppable.pop())

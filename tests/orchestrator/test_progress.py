@@ -72,3 +72,7 @@ def test_the_study_table_names_families_progress_and_early_stops_piped():
     assert lines[3].split()[-6:] == ["1", "600/600", "-1.5", "-", "-", "done"]
     assert "300/600" in lines[4] and "-0.01235" in lines[4] and lines[4].endswith("stopped early")
     assert lines[5].endswith("pending") and "\x1b" not in out.getvalue()
+
+
+def test_a_table_without_rows_is_its_header():
+    assert render_table(HEADER, [], 80)[0].split() == HEADER
