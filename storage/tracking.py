@@ -165,13 +165,19 @@ class StudyTracker(MLflowLoggerCallback):
         history = self.client.get_metric_history(run_id, "elbo")
         self._logged_step[run_id] = max((m.step for m in history), default=-1)
         if run.info.status != "RUNNING":
-            self._reopen(trial, run_id)
+            self.client.update_run(run_id, status="RUNNING")
+        self._clear_interrupted(trial)
 
     def _reopen(self, trial: Trial, run_id: str) -> None:
         """A trial that continues after its study was interrupted: running again in MLflow,
         and no longer marked interrupted in Optuna."""
         self._set_state(trial, "RUNNING")
         self.client.update_run(run_id, status="RUNNING")
+        self._clear_interrupted(trial)
+
+    def _clear_interrupted(self, trial: Trial) -> None:
+        """Remove the interruption note of a trial that runs again (also one that was only
+        queued when its study was interrupted, and so had no MLflow run)."""
         frozen = self._optuna_trial(trial.trial_id)
         if frozen is not None and frozen.user_attrs.get(INTERRUPTED_ATTR):
             storage = open_storage(self.optuna_url)
