@@ -1,4 +1,5 @@
-"""The `gmp` command line: exit 0 on success, 1 on a failure, 2 on bad input."""
+"""The `gmp` command line: exit 0 on success, 1 on a failure, 2 on bad input, 130 when
+interrupted (Ctrl-C; the same command resumes)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import argparse
 import copy
 import math
 import os
-import socket
-import subprocess
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +32,7 @@ from orchestrator.threads import THREADS_ENV, ThreadSettingError, use_threads
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_ROOT = Path("gmp-runs")
 
 
@@ -86,6 +86,7 @@ def _root(args: argparse.Namespace, spec: StudySpec | None = None) -> Path:
 
 def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     from orchestrator.driver import StudyConflictError, StudyLocations, run_study
+    from orchestrator.interrupt import RESUME_HINT, StudyInterruptedError
     from orchestrator.recovery import StudyBusyError
 
     spec, text = _load(args.file)
@@ -104,14 +105,44 @@ def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     except StudyBusyError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILURE
+    except (StudyInterruptedError, KeyboardInterrupt):
+        print(RESUME_HINT, file=sys.stderr)
+        return EXIT_INTERRUPTED
     where = StudyLocations.resolve(spec, root)
-    _print_status(console, where.optuna_url, where.mlflow_uri, spec.name)
-    errors = [r for r in results if r.error is not None]
-    console.print(
-        f"study [bold]{spec.name}[/]: {len(results)} trials, {len(errors)} failed; "
-        f"browse with: gmp ui --root {root}"
-    )
+    if not results:
+        print(
+            f"study {spec.name} is complete ({spec.budget.trials} trials); to give it more, "
+            f"raise budget.trials in {args.file} and run it again"
+        )
+    print("\n".join(_answer_lines(spec, where, root, results)))
     return EXIT_OK
+
+
+def _answer_lines(
+    spec: StudySpec, where: StudyLocations, root: Path, results: Sequence[Any]
+) -> list[str]:
+    """The study's winner and the commands that show it, after a run."""
+    from orchestrator.status import study_status
+
+    status = study_status(where.optuna_url, where.mlflow_uri, spec.name)
+    failed = sum(r.error is not None for r in results)
+    failures = f", {failed} failed in this run" if failed else ""
+    lines = [f"study {spec.name}: {len(status.rows)} trials{failures}"]
+    best = status.best
+    if best is not None and best.values:
+        lines.append(
+            f"winner: trial {best.number} ({best.family}) "
+            f"{spec.primary.metric} = {best.values[0]:.4g}"
+        )
+    where_flag = "" if root == DEFAULT_ROOT else f" --root {root}"
+    lines += [
+        "next:",
+        f"  gmp study status {spec.name}{where_flag}   # every trial",
+        f"  gmp report {spec.name} --out report/{where_flag}   # prior families compared",
+        f"  gmp export {spec.name} --out best/{where_flag}   # the winner as a sampler folder",
+        f"  gmp ui{where_flag}   # MLflow UI and Optuna dashboard",
+    ]
+    return lines
 
 
 def _cmd_study_submit(args: argparse.Namespace, console: Console) -> int:
@@ -178,29 +209,12 @@ def _cmd_study_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_status(console: Console, optuna_url: str, mlflow_uri: str | None, name: str) -> None:
-    from orchestrator.status import SHOWN_METRICS, study_status
+    from orchestrator.status import study_status
+    from orchestrator.status_view import status_lines
 
     status = study_status(optuna_url, mlflow_uri, name)
-    table = Table(title=f"study {name}: {len(status.rows)}/{status.budget_trials} trials")
-    for column in ("trial", "tune id", "state", "params", "progress", *SHOWN_METRICS):
-        table.add_column(column)
-    for row in status.rows:
-        params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in row.params.items())
-        table.add_row(
-            str(row.number),
-            row.tune_id,
-            row.state if row.state != "RUNNING" else (row.tracked_state or "RUNNING"),
-            params,
-            f"{row.evaluations}/{status.budget_evaluations}",
-            *(_short(row.metrics.get(m)) for m in SHOWN_METRICS),
-        )
-    console.print(table)
-    best = status.best
-    if best is not None:
-        console.print(
-            f"best trial: {best.number} ({best.tune_id}) "
-            f"{status.objective[0] if status.objective else 'value'} = {_short(best.values[0])}"
-        )
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+    print("\n".join(status_lines(status, width)))
 
 
 def _short(value: Any) -> str:
@@ -341,32 +355,37 @@ def _middle_of_space(spec: StudySpec) -> dict[str, Any]:
 
 # -- ui --------------------------------------------------------------------------------------
 def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    from orchestrator.ui import PortTakenError, Servers, check_ports, serve, study_links
     from storage.layout import StudyPaths
 
     paths = StudyPaths(_root(args))
     if not (paths.root / "mlflow.db").is_file():
         raise BadInputError(f"no MLflow store under {paths.root}: run a study first (--root)")
-    command = [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", paths.mlflow_uri,
-        "--default-artifact-root", paths.mlflow_artifacts.as_uri(),
-        "--host", args.host, "--port", str(args.port),
-    ]  # fmt: skip
-    with socket.socket() as probe:
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as err:
-            print(
-                f"error: cannot serve on {args.host}:{args.port} ({err.strerror}); "
-                "choose another with --port",
-                file=sys.stderr,
-            )
-            return EXIT_FAILURE
-    console.print(f"MLflow UI for {paths.root} at http://{args.host}:{args.port} (Ctrl-C stops)")
+    _require_records(paths.optuna_url)
+    servers = Servers(
+        host=args.host,
+        mlflow_port=args.port,
+        dashboard_port=args.dashboard_port,
+        mlflow_uri=paths.mlflow_uri,
+        mlflow_artifacts=paths.mlflow_artifacts.as_uri(),
+        optuna_url=paths.optuna_url,
+    )
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK
+        check_ports(args.host, {"--port": args.port, "--dashboard-port": args.dashboard_port})
+    except PortTakenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    links = study_links(paths.mlflow_uri, args.host, args.port)
+    lines = [
+        f"records in {paths.root}:",
+        f"  MLflow UI         http://{args.host}:{args.port}",
+        f"  Optuna dashboard  http://{args.host}:{args.dashboard_port}/dashboard",
+        "each study's runs in the MLflow UI:",
+        *(f"  {name}  {link}" for name, link in links.items()),
+        "Ctrl-C stops both.",
+    ]
+    print("\n".join(lines), flush=True)
+    return serve(servers)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -485,10 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="save the trained sampler into DIR")
     train.set_defaults(handler=_cmd_train)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the local records")
+    ui = commands.add_parser(
+        "ui", help="serve the MLflow UI and the Optuna dashboard on the local records"
+    )
     root_option(ui)
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
+    ui.add_argument(
+        "--dashboard-port", type=int, default=8080, help="Optuna dashboard port (default 8080)"
+    )
     ui.set_defaults(handler=_cmd_ui)
 
     report = commands.add_parser(

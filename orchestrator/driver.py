@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -19,19 +20,31 @@ from ray import tune
 
 import targets
 from orchestrator import tuning
+from orchestrator.interrupt import InterruptWatch
+from orchestrator.progress import StudyReporter
 from orchestrator.recovery import (
     HeadWatch,
     OrphanReaper,
     StudyLease,
+    counted_trials,
     joining_experiment,
 )
 from orchestrator.spec import Storage, StudySpec
 from orchestrator.threads import openmp_environment
 from storage.layout import StudyPaths
-from storage.optuna_storage import SPEC_ATTR, open_storage, password_to_env
+from storage.optuna_storage import (
+    CURRENT_ATTR,
+    SPEC_ATTR,
+    TUNE_ID_ATTR,
+    load_study,
+    open_storage,
+    password_to_env,
+)
+from storage.records import prior_family
 from storage.tracking import StudyTracker, credentials_to_env
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
+GROWS = "budget.trials"  # the one field of a study's definition that may change between runs
 HEAD_LOST_EXIT = 1  # the CLI's failure exit: the driver ends from the head watch's thread
 RELEASE_WAIT_S = 5.0
 SNAPSHOT_PERIOD_S = 1  # Tune's experiment snapshot (what a resumed study restarts from)
@@ -78,7 +91,11 @@ class StudyLocations:
 
 
 def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the Optuna study (or check that an existing one has the same definition)."""
+    """Create the Optuna study (or check that an existing one has the same definition), and
+    queue the spec's first trials in a new one.
+
+    The number of trials may change between runs (a study is given more trials by raising it);
+    any other change to the definition is a conflict."""
     definition = _definition(spec)
     study = optuna.create_study(
         study_name=spec.name,
@@ -87,19 +104,42 @@ def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
         load_if_exists=True,
     )
     stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, definition)
-    elif json.loads(stored) != json.loads(definition):
-        raise StudyConflictError(
-            f"a study named {spec.name!r} already exists with a different definition; "
-            "give this study a new name (or restore the original file to resume it)"
+    changed = _changes(stored, definition) if stored is not None else []
+    if changed:
+        longer = (
+            "; Optuna cannot reopen a finished trial to train it longer: `gmp train FILE --set "
+            "KEY=VALUE --iterations N` trains one configuration longer"
+            if "budget.iterations" in changed
+            else ""
         )
+        raise StudyConflictError(
+            f"a study named {spec.name!r} already exists with a different definition "
+            f"({', '.join(changed)} changed); give this study a new name (or restore the "
+            f"original file to resume it); only budget.trials may change{longer}"
+        )
+    if stored != definition:
+        study.set_user_attr(SPEC_ATTR, definition)
+    metrics = [goal.metric for goal in spec.objective]
+    if study.metric_names != metrics:  # Optuna's tools (the dashboard) name the objectives
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metrics)
+    if not study.get_trials(deepcopy=False):
+        for point in spec.search.first_trials:
+            study.enqueue_trial(point, skip_if_exists=False)
     return study
 
 
 def _definition(spec: StudySpec) -> str:
     """The spec without where it runs or is stored (those may change between runs)."""
     return spec.model_dump_json(exclude={"storage", "address", "description"})
+
+
+def _changes(stored: str, definition: str) -> list[str]:
+    """The dotted fields in which two definitions differ, but for the number of trials (which
+    may grow between runs)."""
+    old, new = _flatten(json.loads(stored)), _flatten(json.loads(definition))
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != GROWS)
 
 
 def start_ray(
@@ -145,37 +185,72 @@ def run_study(
     verbose: int = 1,
     join: bool = False,
     code_dir: Path | None = None,
-) -> tune.ResultGrid:
-    """Run (or resume) the study to its budget; returns Tune's results.
+) -> tune.ResultGrid | list:
+    """Run (or resume) the study to its budget; returns Tune's results (an empty list when
+    the study was already complete).
 
     Refuses (StudyBusyError) while another driver runs the study, unless `join`: then this
     driver runs its own Tune experiment on the same Optuna study until the study's budget.
-    A target given as `module:function` is imported by the trials' workers too: a local Ray's
-    workers find it in `code_dir` (the study file's folder) as well as on their import path."""
+    A study whose budget.trials was raised after it finished runs the added trials as a new
+    Tune experiment of the same Optuna study. Ctrl-C saves the state and raises
+    StudyInterruptedError; running the study again resumes it. A target given as
+    `module:function` is imported by the trials' workers too: a local Ray's workers find it in
+    `code_dir` (the study file's folder) as well as on their import path."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's resume snapshot at most a second behind the trials' checkpoints (its default
     # waits 10 s or more), so that it never names a checkpoint that was already rotated out
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the engine that prints a ProgressReporter's table
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
     storage = open_storage(where.optuna_url)
-    register_study(spec, storage)
-    experiment = joining_experiment(spec.name) if join else spec.name
-    with StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join) as lease:
-        if not targets.plugins.is_reference(spec.target.name):
-            code_dir = None
+    study = register_study(spec, storage)
+    if study_complete(spec, study):
+        return []
+    if not targets.plugins.is_reference(spec.target.name):
+        code_dir = None
+    results: tune.ResultGrid | list = []
+    with InterruptWatch() as watch:
         cluster = address or spec.address
         started = start_ray(cluster, num_cpus, code_dir)
         try:
-            tuner = _tuner(spec, spec_text, where, storage, verbose, experiment)
-            if not cluster:
-                return tuner.fit()
-            gcs_address = ray.get_runtime_context().gcs_address
-            with HeadWatch(gcs_address, partial(_head_lost, lease, spec.name, gcs_address)):
-                return tuner.fit()
+            for _ in range(2):  # the current experiment, then one for trials added since
+                experiment = joining_experiment(spec.name) if join else _current(study)
+                lease = StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join)
+                with lease:
+                    watch.check()
+                    tuner, restored = _tuner(spec, spec_text, where, storage, verbose, experiment)
+                    results = _fit(tuner, lease, spec.name, watched=bool(cluster))
+                watch.check()
+                if join or not restored or study_complete(spec, study):
+                    break
+                counted = counted_trials(study.get_trials(deepcopy=False))
+                study.set_user_attr(CURRENT_ATTR, f"{spec.name}.more-{counted}")
         finally:
             if started:
                 ray.shutdown()
+    return results
+
+
+def study_complete(spec: StudySpec, study: optuna.Study) -> bool:
+    """Whether the study has run its budget of trials and none is left to run or resume."""
+    trials = study.get_trials(deepcopy=False)
+    unfinished = any(not t.state.is_finished() for t in trials)
+    return not unfinished and counted_trials(trials) >= spec.budget.trials
+
+
+def _current(study: optuna.Study) -> str:
+    """The study's Tune experiment that a (non-joining) driver runs or resumes."""
+    return study.user_attrs.get(CURRENT_ATTR, study.study_name)
+
+
+def _fit(tuner: tune.Tuner, lease: StudyLease, study: str, watched: bool) -> tune.ResultGrid:
+    """`tuner.fit()`; on a cluster (`watched`) a lost head ends the driver (`_head_lost`)."""
+    if not watched:
+        return tuner.fit()
+    gcs_address = ray.get_runtime_context().gcs_address
+    with HeadWatch(gcs_address, partial(_head_lost, lease, study, gcs_address)):
+        return tuner.fit()
 
 
 def _head_lost(lease: StudyLease, study: str, gcs_address: str, lost_for_s: float) -> None:
@@ -204,12 +279,16 @@ def _tuner(
     storage: optuna.storages.BaseStorage,
     verbose: int,
     experiment: str,
-) -> tune.Tuner:
+) -> tuple[tune.Tuner, bool]:
+    """The experiment's Tuner, restored if it exists (then True)."""
     trainable = tuning.trainable(spec)
     tracking_uri = credentials_to_env(where.mlflow_uri)
     experiment_dir = where.experiment_dir.parent / experiment
     if tune.Tuner.can_restore(str(experiment_dir)):
-        return tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True)
+        restored = tune.Tuner.restore(
+            str(experiment_dir), trainable=trainable, resume_unfinished=True
+        )
+        return restored, True
     reaper = OrphanReaper(where.optuna_url, spec.name, experiment, tracking_uri)
     without_storage = spec.model_copy(update={"storage": Storage()})  # Tune pickles it
     single = len(spec.objective) == 1
@@ -222,8 +301,9 @@ def _tuner(
         flat_config=partial(flat_trainer_config, without_storage),
         log_density=_log_density(spec),
         objective=spec.primary.metric,
+        iterations=spec.budget.iterations,
     )
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=tuning.searcher(spec, storage, experiment),
@@ -242,9 +322,36 @@ def _tuner(
                 num_to_keep=CHECKPOINTS_KEPT, checkpoint_frequency=1, checkpoint_at_end=True
             ),
             callbacks=[reaper, tracker],
+            progress_reporter=_reporter(without_storage, where.optuna_url),
             verbose=verbose,
         ),
     )
+    return tuner, False
+
+
+def _reporter(spec: StudySpec, optuna_url: str) -> StudyReporter:
+    """The study's live table in the terminal (see run_study: Tune's legacy output engine)."""
+    shown = ["ess"] + (["emc"] if targets.info(spec.target.name).modes else [])
+    return StudyReporter(
+        study=spec.name,
+        objective=spec.primary.metric,
+        iterations=spec.budget.iterations,
+        trials=spec.budget.trials,
+        metrics=[m for m in shown if m != spec.primary.metric],
+        family=partial(trial_family, spec),
+        numbers=partial(optuna_numbers, optuna_url, spec.name),
+    )
+
+
+def trial_family(spec: StudySpec, params: dict[str, Any]) -> str:
+    """A trial's prior family with its size, e.g. 'GMP K=10 +IMR'."""
+    return prior_family(flat_trainer_config(spec, params), sized=True)
+
+
+def optuna_numbers(optuna_url: str, study: str) -> dict[str, int]:
+    """Tune trial id -> Optuna trial number, for the study's trials tagged so far."""
+    trials = load_study(optuna_url, study).get_trials(deepcopy=False)
+    return {t.user_attrs[TUNE_ID_ATTR]: t.number for t in trials if TUNE_ID_ATTR in t.user_attrs}
 
 
 def flat_trainer_config(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:

@@ -262,8 +262,12 @@ def find_orphans(
 
 
 def counted_trials(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
-    """How many of a study's trials count against its budget (all but reaped orphans)."""
-    return sum(ORPHAN_ATTR not in trial.user_attrs for trial in trials)
+    """How many of a study's trials count against its budget: all but reaped orphans and
+    queued trials that have not started (search.first_trials waiting for their turn)."""
+    return sum(
+        ORPHAN_ATTR not in trial.user_attrs and trial.state != TrialState.WAITING
+        for trial in trials
+    )
 
 
 class HeadWatch:

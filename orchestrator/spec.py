@@ -85,6 +85,20 @@ class CategoricalParam(_Strict):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+def _check_point(point: dict[str, Scalar], space: dict[str, Param], where: str) -> None:
+    """Each value of a listed trial is a key of the search space and lies in its range."""
+    for key, value in point.items():
+        param = space.get(key)
+        if param is None:
+            raise ValueError(f"{where}: {key!r} is not in the search space")
+        if isinstance(param, CategoricalParam):
+            inside = value in param.choices
+        else:
+            inside = not isinstance(value, (bool, str)) and param.low <= value <= param.high
+        if not inside:
+            raise ValueError(f"{where}: {key}={value!r} is outside the search space")
+
+
 def _check_range(low: float, high: float, log: bool) -> None:
     if not low < high:
         raise ValueError(f"empty range: low ({low}) must be < high ({high})")
@@ -133,6 +147,11 @@ class Search(_Strict):
         "tpe", description="Optuna's sampler; grid needs categorical parameters only"
     )
     seed: int = Field(0, description="seed of the Optuna sampler")
+    first_trials: list[dict[str, Scalar]] = Field(
+        default_factory=list,
+        description="search-space values of the study's first trials, in order (e.g. one per "
+        "prior family); Optuna draws the values a trial leaves out",
+    )
 
 
 class Scheduler(_Strict):
@@ -239,6 +258,13 @@ class StudySpec(_Strict):
             isinstance(p, CategoricalParam) for p in self.search_space.values()
         ):
             raise ValueError("the grid algorithm needs categorical parameters only")
+        for number, point in enumerate(self.search.first_trials):
+            _check_point(point, self.search_space, f"search.first_trials.{number}")
+        if len(self.search.first_trials) > self.budget.trials:
+            raise ValueError(
+                f"search.first_trials lists {len(self.search.first_trials)} trials; "
+                f"the budget has {self.budget.trials}"
+            )
         if self.imr_possible and self.resources.imr_parallel_tasks < 1:
             raise ValueError("resources.imr_parallel_tasks must be >= 1 when IMR is on")
         return self

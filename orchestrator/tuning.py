@@ -26,20 +26,25 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator.recovery import counted_trials
 from orchestrator.spec import CategoricalParam, FloatParam, StudySpec
 from orchestrator.trainable import GMPTrainable
-from storage.optuna_storage import EXPERIMENT_ATTR, TUNE_ID_ATTR
+from storage.optuna_storage import EXPERIMENT_ATTR, STOPPED_ATTR, TUNE_ID_ATTR
 
 TUNE_MODES = {"maximize": "max", "minimize": "min"}
 
 
 class TaggedOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch that tags each Optuna trial with its Tune trial id and experiment, and
-    stops asking once the study holds `budget` trials (counted over every driver of the study).
+    """Ray's OptunaSearch that tags each Optuna trial with its Tune trial id and experiment,
+    stops asking once the study holds `budget` trials (counted over every driver of the study),
+    and records a trial that Tune's scheduler stopped before its `iterations` as PRUNED (with
+    the reason as a user attribute), not as COMPLETE.
     """
 
-    def __init__(self, *args: Any, experiment: str, budget: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, experiment: str, budget: int, iterations: int, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.experiment = experiment
         self.budget = budget
+        self.iterations = iterations
 
     def suggest(self, trial_id: str) -> dict | str | None:
         """Ask Optuna for a configuration and tag the Optuna trial with `trial_id`."""
@@ -51,6 +56,28 @@ class TaggedOptunaSearch(OptunaSearch):
             trial.set_user_attr(TUNE_ID_ATTR, trial_id)
             trial.set_user_attr(EXPERIMENT_ATTR, self.experiment)
         return params
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Tell Optuna the trial's end: PRUNED when it was stopped before its budget."""
+        iterations = getattr(self, "iterations", None)  # None in searchers pickled before
+        done = (result or {}).get("iteration", iterations)
+        stopped = (
+            not error
+            and iterations is not None
+            and done is not None
+            and done < iterations
+            and not isinstance(self.metric, list)
+            and trial_id not in self._completed_trials
+        )
+        if not stopped:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        trial = self._ot_trials[trial_id]
+        trial.set_user_attr(STOPPED_ATTR, f"stopped early at iteration {done} of {iterations}")
+        self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
 
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -97,6 +124,7 @@ def searcher(
         storage=storage,
         experiment=experiment or spec.name,
         budget=spec.budget.trials,
+        iterations=spec.budget.iterations,
     )
     return ConcurrencyLimiter(search, max_concurrent=spec.concurrency)
 

@@ -24,6 +24,13 @@ TUNE_ID_ATTR = "tune_trial_id"
 """Trial attribute: the Tune trial id, which also keys the trial's MLflow run."""
 ORPHAN_ATTR = "gmp_orphaned"
 """Trial attribute: why a trial was marked FAIL after its driver stopped."""
+INTERRUPTED_ATTR = "gmp_interrupted"
+"""Trial attribute: set while the trial's study waits to resume after Ctrl-C."""
+STOPPED_ATTR = "gmp_stopped"
+"""Trial attribute: why Tune's scheduler ended the trial before its budget (state PRUNED)."""
+CURRENT_ATTR = "gmp_current_experiment"
+"""Study attribute: the Tune experiment a driver runs, once trials were added to a finished
+study (absent: the study's own name)."""
 
 
 def open_storage(url: str) -> BaseStorage:

@@ -25,7 +25,14 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
 from storage.answer import study_note, trial_run_name
-from storage.optuna_storage import TUNE_ID_ATTR, best_trial, load_study, redact
+from storage.optuna_storage import (
+    INTERRUPTED_ATTR,
+    TUNE_ID_ATTR,
+    best_trial,
+    load_study,
+    open_storage,
+    redact,
+)
 from storage.plots import plot_curves, plot_samples
 from storage.records import REPORTED_METRICS, TrialRecord, collect, prior_family
 from storage.runs import (
@@ -76,7 +83,8 @@ class StudyTracker(MLflowLoggerCallback):
 
     `spec_text` is the study file as written by the user; `flat_config(params)` turns a trial's
     sampled parameters into every hyperparameter to log; `log_density` (optional) draws the
-    target under 2-d sample plots.
+    target under 2-d sample plots; `iterations` (the budget per trial) tells a trial that Tune's
+    scheduler stopped early (state STOPPED) from one that ran to its end (TERMINATED).
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class StudyTracker(MLflowLoggerCallback):
         flat_config: Callable[[dict[str, Any]], dict[str, Any]],
         log_density: Callable[[np.ndarray], np.ndarray] | None = None,
         objective: str = ELBO,
+        iterations: int | None = None,
     ) -> None:
         super().__init__(tracking_uri=tracking_uri, experiment_name=study)
         self.study = study
@@ -99,6 +108,7 @@ class StudyTracker(MLflowLoggerCallback):
         self.flat_config = flat_config
         self.log_density = log_density
         self.objective = objective
+        self.iterations = iterations
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, *args: Any, **kwargs: Any) -> None:
@@ -141,7 +151,7 @@ class StudyTracker(MLflowLoggerCallback):
     def log_trial_start(self, trial: Trial) -> None:
         """Find or create the trial's nested run; log every hyperparameter once."""
         if trial in self._trial_runs:
-            self._set_state(trial, "RUNNING")
+            self._reopen(trial, self._trial_runs[trial])
             return
         number = self._optuna_number(trial.trial_id)
         params = self.flat_config(dict(trial.config))
@@ -166,6 +176,26 @@ class StudyTracker(MLflowLoggerCallback):
         )
         history = self.client.get_metric_history(run_id, ELBO)
         self._logged_step[run_id] = max((m.step for m in history), default=-1)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        self._clear_interrupted(trial)
+
+    def _reopen(self, trial: Trial, run_id: str) -> None:
+        """A trial that continues after its study was interrupted: running again in MLflow,
+        and no longer marked interrupted in Optuna."""
+        self._set_state(trial, "RUNNING")
+        self.client.update_run(run_id, status="RUNNING")
+        self._clear_interrupted(trial)
+
+    def _clear_interrupted(self, trial: Trial) -> None:
+        """Remove the interruption note of a trial that runs again (also one that was only
+        queued when its study was interrupted, and so had no MLflow run)."""
+        frozen = self._optuna_trial(trial.trial_id)
+        if frozen is not None and frozen.user_attrs.get(INTERRUPTED_ATTR):
+            storage = open_storage(self.optuna_url)
+            study_id = storage.get_study_id_from_name(self.study)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, "")
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Every numeric metric of one evaluation, at step = training iteration, exactly once."""
@@ -191,13 +221,50 @@ class StudyTracker(MLflowLoggerCallback):
         run_id = self._trial_runs.get(trial)
         if run_id is None:
             return
+        self._ended = {*getattr(self, "_ended", set()), trial.trial_id}
         if failed:
             self.client.set_tag(run_id, ERROR_TAG, failure_reason(trial)[:5000])
         self._log_trial_artifacts(trial, run_id)
-        self._set_state(trial, "ERROR" if failed else "TERMINATED")
+        self._set_state(trial, "ERROR" if failed else self._end_state(trial))
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
         if time.monotonic() - self._answer_written > ANSWER_INTERVAL_S:
             self._write_answer()
+
+    def _end_state(self, trial: Trial) -> str:
+        """TERMINATED after the trial's whole budget, STOPPED when stopped before it."""
+        budget = getattr(self, "iterations", None)  # None in trackers pickled before
+        done = (trial.last_result or {}).get("iteration")
+        return "STOPPED" if budget and done is not None and done < budget else "TERMINATED"
+
+    def _mark_interrupted(self, trials: list[Trial]) -> list[Trial]:
+        """Trials the run left unfinished (Ctrl-C, time limit): their MLflow runs KILLED with
+        state INTERRUPTED, their Optuna trials (still RUNNING, to be resumed) with a note.
+
+        Those are the trials that did not end in this run while their Optuna trial still runs
+        (Tune marks the trials it stops at an interruption TERMINATED as well)."""
+        storage = open_storage(self.optuna_url)
+        study_id = storage.get_study_id_from_name(self.study)
+        ended = getattr(self, "_ended", set())
+        interrupted = []
+        for trial in trials:
+            frozen = self._optuna_trial(trial.trial_id)
+            if trial.trial_id in ended or frozen is None or frozen.state.name != "RUNNING":
+                continue
+            interrupted.append(trial)
+            done = (trial.last_result or {}).get("iteration", 0)
+            note = f"interrupted at iteration {done}; run the study again to resume it"
+            run_id = self._trial_runs.get(trial)
+            if run_id is None:
+                found = self._find({TRIAL_TAG: trial.trial_id})
+                run_id = found.info.run_id if found is not None else None
+            if run_id is not None:
+                self.client.log_batch(
+                    run_id, tags=[RunTag(STATE_TAG, "INTERRUPTED"), RunTag(ERROR_TAG, note)]
+                )
+                self.client.set_terminated(run_id, status="KILLED")
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, note)
+        return interrupted
 
     def _set_state(self, trial: Trial, state: str) -> None:
         self.client.set_tag(self._trial_runs[trial], STATE_TAG, state)
@@ -233,6 +300,7 @@ class StudyTracker(MLflowLoggerCallback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Optuna's optimisation history and importances, and the trials table, on the parent."""
         super().on_experiment_end(trials, **info)
+        interrupted = self._mark_interrupted(trials)
         self._end_runs_left_open(trials)
         study = load_study(self.optuna_url, self.study)
         with tempfile.TemporaryDirectory() as tmp:
@@ -241,7 +309,7 @@ class StudyTracker(MLflowLoggerCallback):
             _optuna_plots(study, Path(tmp))
             self.client.log_artifacts(self.parent_run_id, tmp, artifact_path="study")
         self._write_answer()
-        finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        finished = not interrupted and all(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.client.set_tag(self.parent_run_id, OPTUNA_STORAGE_TAG, redact(self.optuna_url))
         self.client.set_terminated(self.parent_run_id, status="FINISHED" if finished else "KILLED")
 
@@ -287,10 +355,15 @@ class StudyTracker(MLflowLoggerCallback):
                 self.log_trial_end(trial, failed=trial.status == "ERROR")
 
     def _optuna_number(self, trial_id: str) -> int | None:
+        frozen = self._optuna_trial(trial_id)
+        return frozen.number if frozen is not None else None
+
+    def _optuna_trial(self, trial_id: str) -> Any:
+        """The Optuna trial of Tune trial `trial_id` (a FrozenTrial), or None."""
         study = load_study(self.optuna_url, self.study)
         for frozen in study.get_trials(deepcopy=False):
             if frozen.user_attrs.get(TUNE_ID_ATTR) == trial_id:
-                return frozen.number
+                return frozen
         return None
 
 

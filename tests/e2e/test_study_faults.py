@@ -13,9 +13,10 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
+from orchestrator.status import study_status
 from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.runs import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
-from tests.e2e.conftest import SMALL_STUDY, study_file
+from tests.e2e.conftest import FAST, SMALL_STUDY, study_file
 
 pytestmark = pytest.mark.slow
 GMP = [sys.executable, "-m", "orchestrator.cli"]
@@ -77,6 +78,16 @@ def test_scheduler_stops_trials_in_a_bad_region_early(tmp_path, runs_root):
     # Trials from the bad region (tiny time steps) are stopped; the good ones run to the end.
     assert min(evaluations["0.0001"]) < 4, evaluations
     assert evaluations["0.3"] and max(evaluations["0.3"]) == 4, evaluations
+    # Stopped trials are told apart from finished ones: PRUNED in Optuna, STOPPED in MLflow.
+    for trial in load_study(where.optuna_url, "e2e-asha").trials:
+        run = next(r for r in runs if r.data.tags[TRIAL_TAG] == trial.user_attrs["tune_trial_id"])
+        stopped = run.data.metrics["training_iteration"] < 4
+        assert trial.state.name == ("PRUNED" if stopped else "COMPLETE"), trial
+        assert run.data.tags[STATE_TAG] == ("STOPPED" if stopped else "TERMINATED")
+        assert ("gmp_stopped" in trial.user_attrs) == stopped
+    status = study_status(where.optuna_url, where.mlflow_uri, "e2e-asha")
+    assert "stopped early" in {row.shown_state for row in status.rows}
+    assert status.best is not None and status.best.state == "COMPLETE"
 
 
 def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs_root):
@@ -94,20 +105,36 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
     assert list(experiment.glob("*/checkpoint_000002")), "no trial checkpointed in time"
     first.send_signal(signal.SIGINT)
     output = first.communicate(timeout=120)[0].decode()
+    assert first.returncode == 130, output[-3000:]
+    assert output.rstrip().endswith("interrupted; run the same command to resume"), output[-3000:]
+    assert "Tuner.restore" not in output and "Traceback" not in output, output[-3000:]
     where = StudyLocations.resolve(load_spec(file), runs_root)
     unfinished = [
         t for t in load_study(where.optuna_url, "e2e-resume").trials if not t.state.is_finished()
     ]
     assert unfinished, output[-3000:]
+    assert all(t.user_attrs.get("gmp_interrupted") for t in unfinished if t.params)
+    killed = [r for r in _runs(where, "e2e-resume") if r.info.status == "KILLED"]
+    assert killed and all(r.data.tags[STATE_TAG] == "INTERRUPTED" for r in killed)
+    assert all(r.info.status != "RUNNING" for r in _runs(where, "e2e-resume"))
+    status = subprocess.run(
+        [*GMP, "study", "status", "e2e-resume", "--root", str(runs_root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert " interrupted " in status.stdout, status.stdout
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     trials = load_study(where.optuna_url, "e2e-resume").trials
     assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert not any(t.user_attrs.get("gmp_interrupted") for t in trials)
     runs = _runs(where, "e2e-resume")
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(
         t.user_attrs[TUNE_ID_ATTR] for t in trials
     )
+    assert {(r.info.status, r.data.tags[STATE_TAG]) for r in runs} == {("FINISHED", "TERMINATED")}
     client = MlflowClient(where.mlflow_uri)
     resumed = 0
     for run in runs:
@@ -118,6 +145,27 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
         ]
         resumed += max(restored) > 0
     assert resumed >= 1
+    assert "winner: trial " in second.stdout and "gmp report e2e-resume" in second.stdout
+
+    third = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "study e2e-resume is complete (4 trials)" in third.stdout
+
+
+def test_a_finished_study_given_more_trials_runs_only_the_new_ones(tmp_path, runs_root):
+    budget = {"trials": 2, "iterations": 20, "eval_interval": 10}
+    file = study_file(tmp_path, name="e2e-more", **FAST, budget=budget)
+    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    file = study_file(tmp_path, name="e2e-more", **FAST, budget={**budget, "trials": 3})
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    where = StudyLocations.resolve(load_spec(file), runs_root)
+    trials = load_study(where.optuna_url, "e2e-more").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    runs = _runs(where, "e2e-more")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 BAD_FILES = {

@@ -77,15 +77,17 @@ def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothin
 
 
 @pytest.mark.slow
-def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
+@pytest.mark.parametrize("option", ["--port", "--dashboard-port"])
+def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path, option):
     (tmp_path / "gmp-runs").mkdir()
     (tmp_path / "gmp-runs" / "mlflow.db").touch()
+    (tmp_path / "gmp-runs" / "optuna.db").touch()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [*GMP, "ui", "--port", str(port)],
+            [*GMP, "ui", option, str(port)],
             capture_output=True,
             text=True,
             timeout=120,
@@ -93,6 +95,7 @@ def test_ui_on_a_taken_port_exits_1_naming_it(tmp_path):
         )
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
+    assert f"choose another with {option}" in result.stderr
 
 
 @pytest.mark.slow

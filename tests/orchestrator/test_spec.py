@@ -149,6 +149,21 @@ BAD = [
         _with("resources", {"gpus": -0.5}),
         "resources.gpus: Input should be greater",
     ),
+    (
+        "first trial outside the space",
+        _with("search", {"first_trials": [{"prior.k_max": 1}, {"prior.k_max": 3}]}),
+        "search.first_trials.1: prior.k_max=3 is outside the search space",
+    ),
+    (
+        "first trial with a key not searched",
+        _with("search", {"first_trials": [{"imr.enabled": True}]}),
+        "search.first_trials.0: 'imr.enabled' is not in the search space",
+    ),
+    (
+        "more first trials than the budget",
+        _with("search", {"first_trials": [{"prior.k_max": 1}] * 5}),
+        "search.first_trials lists 5 trials; the budget has 4",
+    ),
 ]
 
 
