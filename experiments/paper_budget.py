@@ -5,14 +5,19 @@ user runs them (`gmp study run examples/paper_budget/funnel_dis.yaml --root ROOT
 same command again continues a stopped study from its last checkpoints), and writes a Markdown
 page with one row per (target, prior family, metric): the paper's value, ours (the mean of the
 last 5 of 100 evaluations on 2000 samples, the paper's protocol), the difference, the
-iterations done, wall and CPU time; and a figure of ELBO against iteration.
+iterations done, wall and CPU time; a figure of ELBO against iteration; and a figure of the
+first iterations' training ELBO beside the authors' JAX step at equal iterations
+(`python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve 1000`) and
+beside earlier runs of the same studies under other settings (`--earlier ROOT=LABEL`).
 
 Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
+           [--jax-curve FILE] [--earlier ROOT=LABEL ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from storage.layout import StudyPaths
 from storage.records import LAST_EVALUATIONS, TrialRecord, collect
+from trainers.metrics import TRAIN_ELBO
 
 STUDIES = {"paper-budget-funnel-dis": "funnel", "paper-budget-credit-dis": "credit"}
 PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
@@ -34,6 +40,8 @@ PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
 }
 BUDGET = 10_000
 FIGURE = "paper_budget_elbo.png"
+START_FIGURE = "paper_budget_start.png"
+START_ITERATIONS = 1000  # the start that the JAX step's curve covers
 
 
 def _total(client: MlflowClient, record: TrialRecord, metric: str) -> float:
@@ -88,18 +96,67 @@ def figure(records: list[TrialRecord], path: Path) -> None:
     plt.close(fig)
 
 
+def start_figure(
+    records: list[TrialRecord],
+    jax_curve: list[dict[str, float]],
+    earlier: dict[str, list[TrialRecord]],
+    path: Path,
+) -> None:
+    """Funnel's training ELBO over the first iterations: ours, the authors' JAX step (learned
+    Gaussian, their defaults) and earlier runs (dashed), at equal iterations."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+
+    def plot(record: TrialRecord, label: str, style: str) -> None:
+        points = [(i, v) for i, v in record.history.get(TRAIN_ELBO, []) if i <= START_ITERATIONS]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=label)
+
+    for record in (r for r in records if STUDIES[r.study] == "funnel"):
+        plot(record, f"ours: {record.variant}, K = {record.k}", "-o")
+    for label, runs in earlier.items():
+        for record in (r for r in runs if STUDIES[r.study] == "funnel"):
+            plot(record, f"ours, {label}: {record.variant}, K = {record.k}", "--")
+    if jax_curve:
+        steps = [row["iteration"] for row in jax_curve if row["iteration"] <= START_ITERATIONS]
+        values = [row["train_elbo"] for row in jax_curve][: len(steps)]
+        ax.plot(steps, values, "k-s", label="authors' JAX step: Gaussian (learned)")
+    ax.set(
+        title=f"funnel, DIS: the first {START_ITERATIONS:,} iterations",
+        xlabel="training iteration",
+        ylabel="training ELBO (batch of 2000)",
+        ylim=(-6, 0),
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _records(root: str) -> tuple[MlflowClient, set[str], list[TrialRecord]]:
+    """The MLflow client of a records folder, its experiments and the paper-budget trials."""
+    client = MlflowClient(StudyPaths(Path(root)).mlflow_uri)
+    known = {e.name for e in client.search_experiments()}
+    return client, known, collect(client, [s for s in STUDIES if s in known])
+
+
 def main() -> None:
     """Read the records under --root and write the page and its figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the records folder the studies ran in")
     parser.add_argument("--out", default="docs/paper_budget.md")
+    parser.add_argument("--jax-curve", help="the JAX step's curve (bench.jax_dis_step --curve)")
+    parser.add_argument("--earlier", nargs="*", default=[], metavar="ROOT=LABEL")
     args = parser.parse_args()
-    client = MlflowClient(StudyPaths(Path(args.root)).mlflow_uri)
-    known = {e.name for e in client.search_experiments()}
-    records = collect(client, [s for s in STUDIES if s in known])
+    client, known, records = _records(args.root)
+    earlier = {}
+    for item in args.earlier:
+        root, _, label = item.partition("=")
+        earlier[label or root] = _records(root)[2]
+    jax_curve = json.loads(Path(args.jax_curve).read_text()) if args.jax_curve else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure(records, out.parent / FIGURE)
+    start_figure(records, jax_curve, earlier, out.parent / START_FIGURE)
     header = ["target", "prior", "metric", "paper", "ours", "ours − paper", "iterations",
               "wall / CPU h"]  # fmt: skip
     table = [header, ["---"] * len(header), *rows(client, records)]
@@ -126,7 +183,8 @@ def main() -> None:
         f"{commands}\n    python -m experiments.paper_budget --root ROOT\n\n"
         + status
         + "\n".join("| " + " | ".join(row) + " |" for row in table)
-        + f"\n\n![ELBO against iteration]({FIGURE})\n"
+        + f"\n\n![ELBO against iteration]({FIGURE})\n\n"
+        + f"![The first {START_ITERATIONS:,} iterations beside the authors' step]({START_FIGURE})\n"
     )
     print(out.read_text())
 

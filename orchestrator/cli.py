@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import yaml
 from rich.console import Console
@@ -28,6 +28,7 @@ from orchestrator.spec import (
     study_folder,
 )
 from orchestrator.threads import THREADS_ENV, ThreadSettingError, use_threads
+from trainers.config import SamplerName
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -70,12 +71,16 @@ def _yes(flag: bool) -> str:
 
 
 # -- study run / status / list ---------------------------------------------------------------
-def _load(file: str) -> tuple[StudySpec, str]:
+def _load(file: str, sampler: str | None = None) -> tuple[StudySpec, str]:
+    """The study in `file` (with `sampler` in place of the file's, if given) and its text."""
     try:
-        spec = load_spec(file)
+        spec = load_spec(file, sampler)
     except SpecError as err:
         raise BadInputError(str(err)) from None
-    return spec, Path(file).read_text()
+    text = Path(file).read_text()
+    if sampler is not None:
+        text += f"\n# run with --sampler {sampler}\n"
+    return spec, text
 
 
 def _root(args: argparse.Namespace, spec: StudySpec | None = None) -> Path:
@@ -89,7 +94,7 @@ def _cmd_study_run(args: argparse.Namespace, console: Console) -> int:
     from orchestrator.interrupt import RESUME_HINT, StudyInterruptedError
     from orchestrator.recovery import StudyBusyError
 
-    spec, text = _load(args.file)
+    spec, text = _load(args.file, args.sampler)
     root = _root(args, spec)
     try:
         results = run_study(
@@ -463,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = study_commands.add_parser("run", help="run (or resume) the study in FILE")
     run.add_argument("file", metavar="FILE", help="study file (YAML)")
     run.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    run.add_argument(
+        "--sampler",
+        choices=get_args(SamplerName),
+        help="the sampler, in place of the file's (a name with {sampler} follows it)",
+    )
     run.add_argument(
         "--join",
         action="store_true",

@@ -208,7 +208,8 @@ class StudySpec(_Strict):
 
     name: str = Field(
         description="the study's name (letters, digits, _ - .): running a file of the same name "
-        "again resumes the study"
+        "again resumes the study; `{sampler}` in it stands for the sampler (one file for "
+        "several samplers: `gmp study run FILE --sampler mcd`)"
     )
     description: str = Field("", description="free text, shown in MLflow")
     target: TargetSpec = Field(description="the density to sample")
@@ -234,6 +235,15 @@ class StudySpec(_Strict):
     storage: Storage = Field(default_factory=Storage, description="where the study is recorded")
     address: str | None = Field(None, description="Ray cluster address; none: a local Ray")
     failures: Failures = Field(default_factory=Failures, description="crash restarts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sampler_in_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            sampler = data.get("sampler", "dis")
+            if isinstance(sampler, str):
+                data = {**data, "name": data["name"].replace("{sampler}", sampler)}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -311,8 +321,9 @@ class SpecError(ValueError):
         super().__init__(f"{file}: invalid study file\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and fully validate a study file; raises `SpecError` naming the file and fields.
+def load_spec(path: str | Path, sampler: str | None = None) -> StudySpec:
+    """Read and fully validate a study file, with `sampler` (if given) in place of the file's;
+    raises `SpecError` naming the file and fields.
 
     The file's folder is added to the end of the import path (`sys.path`), so that a target
     given as `module:function` finds a module beside the study file."""
@@ -334,7 +345,7 @@ def load_spec(path: str | Path) -> StudySpec:
     if not isinstance(data, dict):
         raise SpecError(file, ["the file must hold a mapping of study fields"])
     importable(study_folder(path))
-    return parse_spec(data, file)
+    return parse_spec(data if sampler is None else {**data, "sampler": sampler}, file)
 
 
 def study_folder(path: str | Path) -> Path:
