@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from orchestrator.threads import (
-    SPIN_COUNT,
     THREADS_ENV,
+    WAIT_POLICY,
     ThreadSettingError,
     available_cpus,
     openmp_environment,
@@ -39,8 +39,8 @@ def test_gmp_threads_overrides_and_is_checked(monkeypatch: pytest.MonkeyPatch) -
 def test_openmp_wait_setting_yields_to_the_users(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(name, raising=False)
-    assert openmp_environment() == {"GOMP_SPINCOUNT": SPIN_COUNT}
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert openmp_environment() == {"OMP_WAIT_POLICY": WAIT_POLICY}
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
     assert openmp_environment() == {}
 
 
@@ -52,10 +52,10 @@ def _in_fresh_python(code: str, **env: str) -> str:
 
 
 def test_importing_gmp_sets_the_wait_setting_before_torch_loads() -> None:
-    """The package import sets GOMP_SPINCOUNT first: libgomp, loaded with torch, reads it then."""
+    """The package import sets the wait policy first: libgomp, loaded with torch, reads it then."""
     code = (
         "import sys, os, orchestrator.cli; "
-        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
     )
-    assert _in_fresh_python(code) == f"{SPIN_COUNT} True"
-    assert _in_fresh_python(code, GOMP_SPINCOUNT="77") == "77 True"
+    assert _in_fresh_python(code) == f"{WAIT_POLICY} True"
+    assert _in_fresh_python(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE True"
