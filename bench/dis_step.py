@@ -52,7 +52,7 @@ def limit_threads(threads: int) -> None:
 def run_one(spec: dict) -> dict:
     """Build a trainer for `spec`, time `iters` iterations after `warmup`; a result row.
 
-    `spec["threads"]` None takes gmp's thread policy (orchestrator/threads.py); `spec["pin"]`
+    `spec["threads"]` None takes gmp train's thread policy (orchestrator/threads.py); `spec["pin"]`
     (default true) also confines the process to that many CPUs (`limit_threads`).
     """
     from orchestrator.threads import use_threads
@@ -63,7 +63,7 @@ def run_one(spec: dict) -> dict:
 
     from trainers import Trainer, TrainerConfig
 
-    threads_used = use_threads(spec["threads"])
+    threads_used = use_threads() if spec["threads"] is None else use_threads(spec["threads"])
     kwargs, batch, init_dt = SETTINGS[spec["target"]]
     config = TrainerConfig.model_validate(
         {

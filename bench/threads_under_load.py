@@ -14,7 +14,7 @@ first), then the median of `--iters` timed iterations; rounds interleave the imp
 the order reversed every other round, and the table shows the median over rounds. Ours runs
 the learned Gaussian (K = 1) with the authors' settings, as the JAX step does. Our variants:
 
-- `policy`: what trials and `gmp train` do by default (orchestrator/threads.py);
+- `policy`: what `gmp train` and a 1-CPU trial do by default (orchestrator/threads.py);
 - `N`: N torch threads with libgomp's default wait (idle threads spin 300,000 times, then
   sleep), what torch does outside gmp;
 - `N/passive`: N threads with OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once);

@@ -4,16 +4,16 @@ OpenMP threads wait: one policy for `gmp train`, trial actors and IMR's MALA tas
 torch's CPU kernels run on an OpenMP team that meets at a barrier after every parallel operator;
 by default an idle team member spins there for a while before it sleeps. On a busy machine the
 scheduler puts a partner aside, the others spin through their time slices, and the step
-collapses: beside one busy process per core, funnel's step at 2 spinning threads took 4x its
-1-thread time (bench/threads_under_load.py). The policy therefore gives a process as many
-threads as the CPUs it holds (a trial its `resources.cpus`, an IMR task its
-`resources.imr_task_cpus`, `gmp train` every CPU it may use) and lets idle OpenMP threads
-sleep at once (OMP_WAIT_POLICY=PASSIVE): loaded, 2 such threads stayed within 1.3x of one
-thread; idle they keep most of what a second core gives. A process with one thread never
-waits, so the wait policy costs it nothing. Users override both through the environment:
-`GMP_THREADS` (a thread count for every gmp process) and OpenMP's own `OMP_WAIT_POLICY` /
-`GOMP_SPINCOUNT`, which the policy never overrides. The thread count can change the last bits
-of results (reductions split differently); the wait policy cannot.
+collapses: beside one busy process per core, 2 spinning threads made funnel's step 3.7x and
+credit's 4.1x slower than one thread (bench/threads_under_load.py). One thread never waits for a
+partner, and measured side by side it was the fastest setting loaded and at most 1.5x slower
+than two idle. The policy therefore runs one thread per CPU a process holds: a trial its
+`resources.cpus` (default 1), an IMR task its `resources.imr_task_cpus`, `gmp train` one CPU;
+and where that is more than one thread, idle OpenMP threads sleep at once
+(OMP_WAIT_POLICY=PASSIVE), which halved the collapse. Users override both through the
+environment: `GMP_THREADS` (a thread count for every gmp process) and OpenMP's own
+`OMP_WAIT_POLICY` / `GOMP_SPINCOUNT`, which the policy never overrides. The thread count can
+change the last bits of results (reductions split differently); the wait policy cannot.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 THREADS_ENV = "GMP_THREADS"
+DEFAULT_CPUS = 1.0  # what a process that states no CPUs (gmp train) holds
 WAIT_POLICY = "PASSIVE"  # OMP_WAIT_POLICY: idle OpenMP threads sleep instead of spinning
 _OPENMP_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
@@ -41,22 +42,17 @@ def prepare_openmp() -> None:
     os.environ.update(openmp_environment())
 
 
-def available_cpus() -> int:
-    """How many CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
-
-
-def thread_count(cpus: float | None = None) -> int:
-    """Threads for work that holds `cpus` CPUs (None: every CPU it may use); GMP_THREADS wins."""
+def thread_count(cpus: float = DEFAULT_CPUS) -> int:
+    """Threads for work that holds `cpus` CPUs (whole ones, at least one); GMP_THREADS wins."""
     explicit = os.environ.get(THREADS_ENV, "").strip()
     if explicit:
         if not explicit.isdigit() or int(explicit) < 1:
             raise ThreadSettingError(f"{THREADS_ENV}={explicit!r}: expected a whole number >= 1")
         return int(explicit)
-    return max(1, int(available_cpus() if cpus is None else cpus))
+    return max(1, int(cpus))
 
 
-def use_threads(cpus: float | None = None) -> int:
+def use_threads(cpus: float = DEFAULT_CPUS) -> int:
     """Set torch's intra-op threads by `thread_count(cpus)`; the count set."""
     import torch
 

@@ -13,7 +13,6 @@ from orchestrator.threads import (
     THREADS_ENV,
     WAIT_POLICY,
     ThreadSettingError,
-    available_cpus,
     openmp_environment,
     thread_count,
 )
@@ -24,12 +23,12 @@ def test_threads_follow_the_cpus_held(monkeypatch: pytest.MonkeyPatch) -> None:
     assert thread_count(1.0) == 1
     assert thread_count(0.5) == 1  # a fractional CPU still runs one thread
     assert thread_count(3.0) == 3
-    assert thread_count(None) == available_cpus() == len(os.sched_getaffinity(0))
+    assert thread_count() == 1  # gmp train: one CPU unless GMP_THREADS says more
 
 
 def test_gmp_threads_overrides_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(THREADS_ENV, "3")
-    assert thread_count(1.0) == thread_count(None) == 3
+    assert thread_count(1.0) == thread_count() == 3
     for bad in ("0", "two", "-1", "1.5"):
         monkeypatch.setenv(THREADS_ENV, bad)
         with pytest.raises(ThreadSettingError, match=THREADS_ENV):
