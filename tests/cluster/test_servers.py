@@ -118,7 +118,7 @@ def test_submitted_study_runs_eight_trials_on_postgres_and_mlflow_server(
     jobs = JobSubmissionClient(ray_head.dashboard, headers=ray_head.headers)
     job = jobs.get_job_info(job_id)
     log = jobs.get_job_logs(job_id)
-    assert "study cluster-pg: 8 trials, 0 failed" in log
+    assert "study cluster-pg: 8 trials\n" in log  # the end names failures only if there were
     assert not LOCK_ERRORS.search(log), LOCK_ERRORS.search(log)
     assert (root / "tune" / "cluster-pg").is_dir()  # the driver ran on the head, under --root
 
@@ -148,7 +148,8 @@ def test_submitted_study_runs_eight_trials_on_postgres_and_mlflow_server(
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     assert "study cluster-pg: 8/8 trials" in status.stdout
-    assert status.stdout.count("COMPLETE") == 8 and "2/2" in status.stdout
+    finished = [line for line in status.stdout.splitlines() if re.search(r" done +2/2 ", line)]
+    assert len(finished) == 8, status.stdout  # state "done", both evaluations of 2
     assert postgres.password not in status.stdout + status.stderr
 
 
@@ -161,7 +162,7 @@ def test_eight_concurrent_trials_on_the_local_sqlite_default(tmp_path: Path, ray
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
-    assert "study cluster-sqlite: 8 trials, 0 failed" in done.stdout
+    assert "study cluster-sqlite: 8 trials\n" in done.stdout  # and no "N failed"
     assert not LOCK_ERRORS.search(output), LOCK_ERRORS.search(output)
     where = StudyLocations.named("cluster-sqlite", root)
     assert where.optuna_url.startswith("sqlite:///") and where.mlflow_uri.startswith("sqlite:///")

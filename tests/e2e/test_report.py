@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 # The quick-start study as shipped, but small enough for CI: its search space, target, sampler
-# and scheduler stay; trials, iterations, batch, steps and network shrink.
+# and scheduler stay; trials (one per prior family), iterations, batch, steps and network shrink.
 CI_SIZE = {
-    "budget": {"trials": 4, "iterations": 30, "eval_interval": 10},
+    "budget": {"trials": 3, "iterations": 30, "eval_interval": 10},
     "batch_size": 64,
     "eval_samples": 256,
     "time": {"n_steps": 8},
@@ -35,6 +35,7 @@ CI_SIZE = {
 def _quickstart_at_ci_size(folder: Path) -> Path:
     data = yaml.safe_load(QUICKSTART.read_text())
     data["budget"] = CI_SIZE["budget"]
+    data["search"]["first_trials"] = data["search"]["first_trials"][: CI_SIZE["budget"]["trials"]]
     fixed = data["fixed"]
     for key in ("batch_size", "eval_samples"):
         fixed[key] = CI_SIZE[key]
