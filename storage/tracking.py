@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -412,17 +413,20 @@ def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], rea
 def _optuna_plots(study: Any, folder: Path) -> None:
     """Optimisation history and parameter importances as PNG (skipped when undefined)."""
     import optuna.visualization.matplotlib as ovm
+    from optuna.exceptions import ExperimentalWarning
 
     for name, draw in (
         ("optimization_history", ovm.plot_optimization_history),
         ("param_importances", ovm.plot_param_importances),
     ):
         try:
-            axes = (
-                draw(study)
-                if len(study.directions) == 1
-                else draw(study, target=lambda t: t.values[0])
-            )
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                axes = (
+                    draw(study)
+                    if len(study.directions) == 1
+                    else draw(study, target=lambda t: t.values[0])
+                )
         except (ValueError, RuntimeError):
             continue
         figure = np.ravel(axes)[0].figure
