@@ -273,10 +273,11 @@ def test_checkpointed_steps_and_logvar_loss(sampler: str) -> None:
 
 
 COVERAGE_SEEDS = (0, 1, 2)
+COVERAGE_ITERATIONS = 150  # IMR has added all four components by iteration 90
 
 
 def _coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, float]:
-    """Metrics after 300 iterations on four separated 2-d modes (IMR every 30 iterations)."""
+    """Metrics after COVERAGE_ITERATIONS on four separated 2-d modes (IMR every 30)."""
     config = mixture(
         sampler=sampler,
         seed=seed,
@@ -284,7 +285,7 @@ def _coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, f
         imr={"enabled": imr, "interval": 30, "mala": {"n_chains": 512, "n_steps": 100}},
     )
     trainer = Trainer(config)
-    trainer.train(300)
+    trainer.train(COVERAGE_ITERATIONS)
     assert trainer.prior.n_active == k_max
     return trainer.evaluate().metrics
 
