@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import optuna
 import ray
 import torch
+from pydantic import ValidationError
 from ray import tune
 
 import targets
@@ -137,7 +139,11 @@ def _definition(spec: StudySpec) -> str:
 
 def _changes(stored: str, definition: str) -> list[str]:
     """The dotted fields in which two definitions differ, but for the number of trials (which
-    may grow between runs)."""
+    may grow between runs). A field added to the study file's schema since `stored` was
+    written counts as its default there, so that studies made by earlier versions resume."""
+    # a field since removed or changed fails validation: then the texts are compared as they are
+    with contextlib.suppress(ValidationError):
+        stored = _definition(StudySpec.model_validate_json(stored))
     old, new = _flatten(json.loads(stored)), _flatten(json.loads(definition))
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != GROWS)
 

@@ -30,6 +30,18 @@ def test_other_changes_are_refused_naming_the_fields(tmp_path):
         register_study(longer, storage)
 
 
+def test_a_study_stored_before_a_field_existed_resumes(tmp_path):
+    """A definition written before `search.first_trials` existed is the same study now."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = register_study(_spec(), storage)
+    older = json.loads(study.user_attrs[SPEC_ATTR])
+    del older["search"]["first_trials"]  # as a version without the field stored it
+    study.set_user_attr(SPEC_ATTR, json.dumps(older))
+    register_study(_spec(), storage)  # no conflict
+    with pytest.raises(StudyConflictError, match=r"\(search.first_trials changed\)"):
+        register_study(_spec(search={"first_trials": [{"prior.k_max": 1}]}), storage)
+
+
 def test_first_trials_are_queued_once_in_order(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     first = [{"prior.k_max": 1, "imr.enabled": False}, {"prior.k_max": 3, "imr.enabled": True}]
