@@ -39,3 +39,24 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         table.column("log_weight").to_numpy(),
         table.column("component").to_numpy(),
     )
+
+
+def sample_summary(
+    samples: np.ndarray, log_weights: np.ndarray, components: np.ndarray
+) -> dict[str, object]:
+    """A small, readable account of a sample set (for a preview beside its Parquet file): its
+    size, each coordinate's mean and standard deviation, the log weights' range and the
+    number of samples drawn from each prior component."""
+    values, counts = np.unique(components, return_counts=True)
+    return {
+        "samples": int(samples.shape[0]),
+        "dim": int(samples.shape[1]),
+        "mean": [round(float(v), 6) for v in samples.mean(axis=0)],
+        "std": [round(float(v), 6) for v in samples.std(axis=0)],
+        "log_weight": {
+            "mean": float(log_weights.mean()),
+            "min": float(log_weights.min()),
+            "max": float(log_weights.max()),
+        },
+        "per_component": {str(int(k)): int(n) for k, n in zip(values, counts, strict=True)},
+    }

@@ -54,7 +54,7 @@ from storage.runs import (
     run_filter,
     study_runs,
 )
-from storage.samples import read_samples
+from storage.samples import read_samples, sample_summary
 from trainers.metrics import (
     ACTIVE_K,
     ELBO,
@@ -286,7 +286,9 @@ class StudyTracker(MLflowLoggerCallback):
                     samples_file = Path(directory) / "samples.parquet"
                     if samples_file.is_file():
                         self.client.log_artifact(run_id, str(samples_file), "samples")
-                        samples, _, components = read_samples(samples_file)
+                        samples, log_weights, components = read_samples(samples_file)
+                        summary = sample_summary(samples, log_weights, components)
+                        self.client.log_dict(run_id, summary, "samples/summary.json")
                         plot_samples(
                             plots / "samples.png",
                             samples,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from storage.runs import (
     STATE_TAG,
     TRIAL_TAG,
 )
+from storage.samples import read_samples, sample_summary
 from tests.e2e.conftest import study_file
 
 pytestmark = pytest.mark.slow
@@ -77,9 +79,14 @@ def test_study_records_every_trial_once_in_optuna_and_mlflow(tmp_path: Path, run
             "checkpoint/model.safetensors",
             "checkpoint/config.json",
             "samples/samples.parquet",
+            "samples/summary.json",
             "plots/samples.png",
             "plots/training_curves.png",
         } <= files
+        folder = Path(client.download_artifacts(run.info.run_id, "samples", str(tmp_path)))
+        summary = json.loads((folder / "summary.json").read_text())  # what MLflow previews
+        assert summary == sample_summary(*read_samples(folder / "samples.parquet"))
+        assert summary["samples"] == sum(summary["per_component"].values()) > 0
 
     best = study.best_trial
     best_run = next(r for r in runs if r.data.tags[TRIAL_TAG] == best.user_attrs[TUNE_ID_ATTR])
