@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import threading
-import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -41,6 +40,7 @@ from storage.optuna_storage import (
     load_study,
     open_storage,
     password_to_env,
+    without_experimental_warning,
 )
 from storage.records import prior_family
 from storage.tracking import StudyTracker, credentials_to_env
@@ -123,8 +123,7 @@ def register_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> opt
         study.set_user_attr(SPEC_ATTR, definition)
     metrics = [goal.metric for goal in spec.objective]
     if study.metric_names != metrics:  # Optuna's tools (the dashboard) name the objectives
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with without_experimental_warning():
             study.set_metric_names(metrics)
     if not study.get_trials(deepcopy=False):
         for point in spec.search.first_trials:

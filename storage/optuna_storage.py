@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -12,6 +15,16 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+
+@contextmanager
+def without_experimental_warning() -> Iterator[None]:
+    """Use an Optuna feature that Optuna marks experimental (metric names, matplotlib plots)
+    without its warning reaching the user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
 
 # -- The catalogue of the Optuna attribute names gmp sets ------------------------------------
 SPEC_ATTR = "gmp_spec"

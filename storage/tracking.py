@@ -13,7 +13,6 @@ import os
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from storage.optuna_storage import (
     load_study,
     open_storage,
     redact,
+    without_experimental_warning,
 )
 from storage.plots import plot_curves, plot_samples
 from storage.records import REPORTED_METRICS, TrialRecord, collect, prior_family
@@ -415,15 +415,13 @@ def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], rea
 def _optuna_plots(study: Any, folder: Path) -> None:
     """Optimisation history and parameter importances as PNG (skipped when undefined)."""
     import optuna.visualization.matplotlib as ovm
-    from optuna.exceptions import ExperimentalWarning
 
     for name, draw in (
         ("optimization_history", ovm.plot_optimization_history),
         ("param_importances", ovm.plot_param_importances),
     ):
         try:
-            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
-                warnings.simplefilter("ignore", ExperimentalWarning)
+            with without_experimental_warning():
                 axes = (
                     draw(study)
                     if len(study.directions) == 1
