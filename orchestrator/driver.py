@@ -224,7 +224,9 @@ def run_study(
                 lease = StudyLease(where.optuna_url, spec.name, experiment, exclusive=not join)
                 with lease:
                     watch.check()
-                    tuner, restored = _tuner(spec, spec_text, where, storage, verbose, experiment)
+                    tuner, restored = _tuner(
+                        spec, spec_text, where, storage, verbose, experiment, local=not cluster
+                    )
                     results = _fit(tuner, lease, spec.name, watched=bool(cluster))
                 watch.check()
                 if join or not restored or study_complete(spec, study):
@@ -284,8 +286,13 @@ def _tuner(
     storage: optuna.storages.BaseStorage,
     verbose: int,
     experiment: str,
+    local: bool,
 ) -> tuple[tune.Tuner, bool]:
-    """The experiment's Tuner, restored if it exists (then True)."""
+    """The experiment's Tuner, restored if it exists (then True).
+
+    A trial's actor is reused for the next trial on a local Ray only (`local`): Tune fails a
+    trial outright, without its restarts, when the node of the reused actor is lost while the
+    actor is being handed over to it, where a new actor's trial is restarted."""
     trainable = tuning.trainable(spec)
     tracking_uri = credentials_to_env(where.mlflow_uri)
     experiment_dir = where.experiment_dir.parent / experiment
@@ -317,7 +324,7 @@ def _tuner(
             metric=spec.primary.metric if single else None,
             mode=tuning.TUNE_MODES[spec.primary.direction] if single else None,
             time_budget_s=spec.budget.time_limit_s,
-            reuse_actors=True,
+            reuse_actors=local,
         ),
         run_config=tune.RunConfig(
             name=experiment,

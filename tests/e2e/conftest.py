@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.driver import StudyLocations
+from orchestrator.driver import CHECKPOINTS_KEPT, StudyLocations
 from storage.runs import ROLE_TAG
 
 SMALL_STUDY: dict[str, Any] = {
@@ -83,12 +83,12 @@ def reported_results(experiment: Path) -> dict[str, tuple[Path, list[dict[str, A
 def checkpoint_registered(folder: Path, index: int) -> bool:
     """Whether the driver has registered the trial's checkpoint `index`, not just seen it written.
 
-    The driver keeps two checkpoints (`num_to_keep=2`) and deletes the third-newest as it
-    registers a new one, so checkpoint `index` is registered once `index - 2` is gone."""
+    The driver keeps CHECKPOINTS_KEPT checkpoints and deletes the oldest as it registers a new
+    one, so checkpoint `index` is registered once `index - CHECKPOINTS_KEPT` is gone."""
     return (
-        index >= 2
+        index >= CHECKPOINTS_KEPT
         and (folder / f"checkpoint_{index:06d}").is_dir()
-        and not (folder / f"checkpoint_{index - 2:06d}").exists()
+        and not (folder / f"checkpoint_{index - CHECKPOINTS_KEPT:06d}").exists()
     )
 
 
