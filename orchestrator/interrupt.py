@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from types import FrameType, TracebackType
+from types import FrameType
 
 RESUME_HINT = "interrupted; run the same command to resume"
 TUNE_MESSAGES = ("Resume experiment with", "Stop signal received", "Trials did not complete")
@@ -45,12 +45,7 @@ class InterruptWatch:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._active:
             signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
         logging.getLogger("ray.tune.tune").removeFilter(self._filter)

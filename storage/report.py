@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import math
 import re
 from collections import defaultdict
@@ -19,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -240,61 +240,36 @@ def _finite_or(value: float, default: float) -> float:
     return value if math.isfinite(value) else default
 
 
-def _markdown(report: Report, sections: list[_Section], commit: str | None) -> str:
-    lines = [
-        f"# gmp report: {', '.join(report.studies)}",
-        "",
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("storage", "templates"),
+    autoescape=jinja2.select_autoescape(["html.j2"]),
+    keep_trailing_newline=True,
+)
+_TEMPLATES.globals["markdown_table"] = markdown_table
+_TEMPLATES.filters["png_base64"] = lambda path: base64.b64encode(path.read_bytes()).decode()
+
+
+def _intro(commit: str | None) -> str:
+    """What the report is made of, for the top of both pages."""
+    return (
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}"
         + (f" at commit {commit}" if commit else "")
-        + f" from the studies' MLflow records. Each value is the mean ± std over the trials of a "
-        f"group of each trial's mean over its last {LAST_EVALUATIONS} evaluations.",
-        "",
-    ]
-    for section in sections:
-        lines += [f"## {section.title}", "", markdown_table(section.header, section.rows), ""]
-        lines += [f"![{caption}]({path.name})" for caption, path in section.figures]
-        lines.append("")
-    if report.left_out:
-        lines += ["## Trials left out of the comparison", ""]
-        lines += [
-            f"- {r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}" for r, why in report.left_out
-        ]
-        lines.append("")
-    return "\n".join(lines)
+        + " from the studies' MLflow records. Each value is the mean ± std over the trials of a "
+        f"group of each trial's mean over its last {LAST_EVALUATIONS} evaluations."
+    )
 
 
-def _html(report: Report, sections: list[_Section], markdown_intro: str) -> str:
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>gmp report: {html.escape(', '.join(report.studies))}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-        "img{max-width:100%}</style></head><body>",
-        f"<h1>gmp report: {html.escape(', '.join(report.studies))}</h1>",
-        f"<p>{html.escape(markdown_intro)}</p>",
-    ]
-    for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2><table><tr>")
-        parts += [f"<th>{html.escape(h)}</th>" for h in section.header]
-        parts.append("</tr>")
-        for row in section.rows:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-        for caption, path in section.figures:
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
-    if report.left_out:
-        parts.append("<h2>Trials left out of the comparison</h2><ul>")
-        parts += [
-            f"<li>{html.escape(f'{r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}')}</li>"
-            for r, why in report.left_out
-        ]
-        parts.append("</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def _left_out(report: Report) -> list[str]:
+    """One line per trial left out of the comparison, saying why."""
+    return [f"{r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}" for r, why in report.left_out]
+
+
+def _page(template: str, report: Report, sections: list[_Section], intro: str) -> str:
+    """One page of the report from its template: report.md (figures as links to the PNGs
+    beside it) or report.html (self-contained, figures embedded)."""
+    return _TEMPLATES.get_template(template).render(
+        studies=report.studies, intro=intro, sections=sections, left_out=_left_out(report)
+    )
 
 
 def write_report(
@@ -327,9 +302,9 @@ def render_report(
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(records, studies)
     sections = _render_sections(report, out)
-    markdown = _markdown(report, sections, commit)
-    (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(_html(report, sections, markdown.split("\n")[2]))
+    intro = _intro(commit)
+    for page in ("report.md", "report.html"):
+        (out / page).write_text(_page(f"{page}.j2", report, sections, intro))
     if log_to_parent:
         stores = {r.study: r.tracking_uri for r in records}
         for study, uri in stores.items():

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
@@ -413,9 +414,12 @@ def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], rea
 
 
 def _optuna_plots(study: Any, folder: Path) -> None:
-    """Optimisation history and parameter importances as PNG (skipped when undefined)."""
+    """Optimisation history and parameter importances as PNG (skipped when undefined: no
+    finished trial yet, as when a study is interrupted early)."""
     import optuna.visualization.matplotlib as ovm
 
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return
     for name, draw in (
         ("optimization_history", ovm.plot_optimization_history),
         ("param_importances", ovm.plot_param_importances),

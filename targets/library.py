@@ -1,3 +1,3 @@
 """Imports every target module so that each one registers itself."""
 
-from targets import brownian, funnel, lgcp, logistic, mixtures, nice, seeds  # noqa: F401
+from targets import brownian, funnel, image_flows, lgcp, logistic, mixtures, seeds  # noqa: F401

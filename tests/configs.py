@@ -76,3 +76,22 @@ def assert_same_parameters(a: Trainer, b: Trainer) -> None:
     assert pa.keys() == pb.keys()
     for key in pa:
         assert torch.equal(pa[key], pb[key]), key
+
+
+COVERAGE_ITERATIONS = 150  # IMR has added all four components by iteration 90
+
+
+def coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, float]:
+    """Metrics after COVERAGE_ITERATIONS on four separated 2-d modes (IMR every 30), one torch
+    thread: independent runs go to processes of their own (a pool's worker imports this)."""
+    torch.set_num_threads(1)
+    config = mixture(
+        sampler=sampler,
+        seed=seed,
+        prior={"k_max": k_max, "init_std": 3.0},
+        imr={"enabled": imr, "interval": 30, "mala": {"n_chains": 512, "n_steps": 100}},
+    )
+    trainer = Trainer(config)
+    trainer.train(COVERAGE_ITERATIONS)
+    assert trainer.prior.n_active == k_max
+    return trainer.evaluate().metrics

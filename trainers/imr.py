@@ -187,50 +187,79 @@ def propose_component(
     default executor (`map`). Deterministic for `seed`.
     """
     scale = _new_scale(prior, cfg, init_std)  # before the MALA runs: a bad config fails fast
-    runner = _runner(target, executor)
     items = work_items(prior, target, cfg, seed, samples)
+    results = sorted(executor(_runner(target, executor), items), key=lambda r: r.component)
     counted = CountingTarget(target)  # the evaluations of selection and scale
-    results = sorted(executor(runner, items), key=lambda r: r.component)
-    states = np.concatenate([r.states for r in results])
-    candidates = torch.as_tensor(states, dtype=prior.means.dtype, device=prior.means.device)
-    owners = torch.cat([torch.full((len(r.states),), r.component) for r in results])
-    with torch.no_grad():
-        scores = (score_fn or selection_score(cfg))(candidates, counted, prior).cpu()
-        scores = torch.where(torch.isnan(scores), -math.inf, scores)
-        best = int(scores.argmax())
-        winner = candidates[best : best + 1]
-        target_log_prob = float(counted.log_prob(winner))
-        prior_log_prob = float(prior.log_prob(winner))
-    if not math.isfinite(float(scores[best])):
-        raise RuntimeError("IMR found no MALA candidate with a finite score")
+    choice = select_candidate(results, counted, prior, score_fn or selection_score(cfg))
     if cfg.new_std == "laplace":
-        scale = laplace_scale(counted, winner[0], fallback=scale)
+        scale = laplace_scale(counted, choice.winner[0], fallback=scale)
     record = {
-        "score": float(scores[best]),
+        **choice.record(results),
         "scale": {
             "min": float(scale.min()),
             "mean": float(scale.mean()),
             "max": float(scale.max()),
         },
         "chain_starts": cfg.chain_starts,
-        "winner_component": int(owners[best]),
-        "target_log_prob": target_log_prob,
-        "prior_log_prob": prior_log_prob,
         "target_evals": sum(r.target_evals for r in results) + counted.evaluations,
-        **landing(target, prior, winner),
-        "items": [
-            {
-                "component": r.component,
-                "acceptance": r.acceptance,
-                "step_size": r.step_size,
-                "distance": r.distance,
-                "target_evals": r.target_evals,
-                "best_score": float(scores[owners == r.component].max()),
-            }
-            for r in results
-        ],
+        **landing(target, prior, choice.winner),
     }
-    return Proposal(winner[0].clone(), scale, len(items), record)
+    return Proposal(choice.winner[0].clone(), scale, len(items), record)
+
+
+@dataclass(frozen=True)
+class CandidateChoice:
+    """The MALA candidates of every work item, their scores, and the best one."""
+
+    scores: Tensor
+    """[n] selection scores (NaN counted as -inf)"""
+    owners: Tensor
+    """[n] the component whose work item produced each candidate"""
+    best: int
+    winner: Tensor
+    """[1, d] the best candidate"""
+    target_log_prob: float
+    prior_log_prob: float
+
+    def record(self, results: list[MalaCandidates]) -> dict[str, Any]:
+        """The choice as JSON-able data, with how each work item fared."""
+        return {
+            "score": float(self.scores[self.best]),
+            "winner_component": int(self.owners[self.best]),
+            "target_log_prob": self.target_log_prob,
+            "prior_log_prob": self.prior_log_prob,
+            "items": [
+                {
+                    "component": r.component,
+                    "acceptance": r.acceptance,
+                    "step_size": r.step_size,
+                    "distance": r.distance,
+                    "target_evals": r.target_evals,
+                    "best_score": float(self.scores[self.owners == r.component].max()),
+                }
+                for r in results
+            ],
+        }
+
+
+def select_candidate(
+    results: list[MalaCandidates], target: Target, prior: MixturePrior, score_fn: ScoreFn
+) -> CandidateChoice:
+    """The highest-scoring final MALA state over all work items' `results`; fails when no
+    candidate has a finite score."""
+    states = np.concatenate([r.states for r in results])
+    candidates = torch.as_tensor(states, dtype=prior.means.dtype, device=prior.means.device)
+    owners = torch.cat([torch.full((len(r.states),), r.component) for r in results])
+    with torch.no_grad():
+        scores = score_fn(candidates, target, prior).cpu()
+        scores = torch.where(torch.isnan(scores), -math.inf, scores)
+        best = int(scores.argmax())
+        winner = candidates[best : best + 1]
+        target_log_prob = float(target.log_prob(winner))
+        prior_log_prob = float(prior.log_prob(winner))
+    if not math.isfinite(float(scores[best])):
+        raise RuntimeError("IMR found no MALA candidate with a finite score")
+    return CandidateChoice(scores, owners, best, winner, target_log_prob, prior_log_prob)
 
 
 def work_items(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from targets.base import Target
 from trainers.config import TrainerConfig
 from trainers.metrics import ELBO, ESS, LOG_Z, elbo, ess, log_z_estimate
+from trainers.network import TimeTerms
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
 
@@ -34,6 +35,44 @@ class Rollout(NamedTuple):
     x: Tensor  # [B, d]
     log_weights: Tensor  # [B]
     components: Tensor  # [B], long
+
+
+class StepTerms(NamedTuple):
+    """The time-only tensors of a rollout, computed once before it: each [N + 1, ...] (point n
+    takes row n, see `rows`), None where the sampler has no such term."""
+
+    beta: Tensor | None = None  # annealing beta_n of the base drift [N + 1]
+    forward: TimeTerms | None = None  # the forward control network's time terms
+    backward: TimeTerms | None = None  # the backward control network's time terms
+
+    def rows(self, n_points: int) -> list[StepTerms]:
+        """Row n of every term, for points n = 0..n_points - 1."""
+        return _rows(self, n_points)
+
+
+def _rows(value: Any, n_points: int) -> list[Any]:
+    """The rows of `value` ([n_points, ...] tensors in nested named tuples, None kept)."""
+    if value is None:
+        return [None] * n_points
+    if isinstance(value, Tensor):
+        return list(value.unbind(0))
+    fields = [_rows(field, n_points) for field in value]
+    return [type(value)(*row) for row in zip(*fields, strict=True)]
+
+
+class StepInto(NamedTuple):
+    """Step n - 1's coefficients, as the backward kernel into point n needs them."""
+
+    eta: Tensor
+    quarter_inv_eta: Tensor  # 1 / (4 eta)
+
+
+class StepOut(NamedTuple):
+    """Step n's coefficients, as the forward kernel out of point n needs them."""
+
+    eta: Tensor
+    noise_scale: Tensor  # sqrt(2 eta)
+    quarter_inv_eta: Tensor  # 1 / (4 eta)
 
 
 class _LogProbWithScore(torch.autograd.Function):
@@ -75,7 +114,7 @@ class Sampler(nn.Module):
     """A diffusion sampler: one shared integrator plus a per-sampler definition.
 
     Subclasses fill in the definition table of PAPER.md §1 (`base_drift` a_n, `forward_control`
-    u and `backward_control` v, each given the per-step rows of `step_terms`) and set
+    u and `backward_control` v, each given point n's row of `step_terms`) and set
     `needs_target_score` when any of them reads the target score; `controls` may be overridden
     where u and v share work.
     The target is evaluated once per point, outside any graph: `score` for the controls at
@@ -108,24 +147,22 @@ class Sampler(nn.Module):
         self._step = torch.compile(step, dynamic=False) if options.compile_step else step
 
     # The definition table: what distinguishes one sampler from another.
-    def step_terms(self) -> tuple[Tensor, ...]:
+    def step_terms(self) -> StepTerms:
         """Time-only tensors [N + 1, ...] computed once per rollout; row n goes to point n."""
-        return ()
+        return StepTerms()
 
-    def base_drift(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
-    ) -> Tensor:
+    def base_drift(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """a_n(x) at the states `x` of point n."""
         raise NotImplementedError
 
     def forward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+        self, x: Tensor, target_score: Tensor | None, terms: StepTerms
     ) -> Tensor | None:
         """u_n(x); None for none."""
         return None
 
     def backward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+        self, x: Tensor, target_score: Tensor | None, terms: StepTerms
     ) -> Tensor | None:
         """v_n(x); None for none."""
         return None
@@ -134,7 +171,7 @@ class Sampler(nn.Module):
         self,
         x: Tensor,
         target_score: Tensor | None,
-        terms: tuple[Tensor, ...],
+        terms: StepTerms,
         forward: bool,
         backward: bool,
     ) -> tuple[Tensor | None, Tensor | None]:
@@ -150,15 +187,14 @@ class Sampler(nn.Module):
         x: Tensor,
         target_score: Tensor | None,
         eps: Tensor | None,
-        into: tuple[Tensor, Tensor] | None,
-        out: tuple[Tensor, Tensor, Tensor] | None,
-        terms: tuple[Tensor, ...],
+        into: StepInto | None,
+        out: StepOut | None,
+        terms: StepTerms,
         detach: bool,
     ) -> tuple[Tensor | None, Tensor]:
         """Everything at point n: log B_{n-1}(x_prev | x) - log F_n(x_next | x) and x_next.
 
-        `into` = (eta, 1 / (4 eta)) of step n - 1 (None at n = 0); `out` = (eta,
-        sqrt(2 eta), 1 / (4 eta)) of step n (None at n = N, where there is no next state).
+        `into` is None at n = 0, `out` None at n = N (where there is no next state).
         """
         drift = self.base_drift(x, target_score, terms)
         u, v = self.controls(x, target_score, terms, out is not None, into is not None)
@@ -193,8 +229,7 @@ class Sampler(nn.Module):
         etas, noise_scales = eta.unbind(0), torch.sqrt(2 * eta).unbind(0)
         quarter_inv_etas = (0.25 / eta).unbind(0)
         n_steps = len(etas)
-        terms = self.step_terms()
-        term_rows = list(zip(*(t.unbind(0) for t in terms), strict=True)) or [()] * (n_steps + 1)
+        term_rows = self.step_terms().rows(n_steps + 1)
         x_prev = log_rho = score = None
         for i in range(n_steps + 1):
             last = i == n_steps
@@ -205,9 +240,9 @@ class Sampler(nn.Module):
             eps = out = into = None
             if not last:
                 eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                out = (etas[i], noise_scales[i], quarter_inv_etas[i])
+                out = StepOut(etas[i], noise_scales[i], quarter_inv_etas[i])
             if i:
-                into = (etas[i - 1], quarter_inv_etas[i - 1])
+                into = StepInto(etas[i - 1], quarter_inv_etas[i - 1])
             args = (x_prev, x, score, eps, into, out, term_rows[i], detach)
             if self.checkpoint_steps and torch.is_grad_enabled():
                 x_next, delta = checkpoint(

@@ -15,10 +15,14 @@ FREQUENCY_RANGE = (0.1, 100.0)  # Fourier feature frequencies, linearly spaced
 
 
 class TimeTerms(NamedTuple):
-    """What the network needs of the time, evaluated for a whole grid of times [T, ...]."""
+    """What the network needs of the time, for a grid of times [T, ...] or one of its rows."""
 
     state_bias: Tensor  # first state layer's time part (+ bias) [T, hidden]
     score_scale: Tensor | None  # per-dimension scale of the target score [T, d]; None if unused
+
+    def row(self, i: int) -> TimeTerms:
+        """The terms of the grid's time `i`."""
+        return TimeTerms(*(None if term is None else term[i] for term in self))
 
 
 def _lecun_normal_(linear: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
@@ -119,20 +123,16 @@ class ControlNetwork(nn.Module):
         score_scale = None if self.score_net is None else self.score_net(features)
         return TimeTerms(state_bias, score_scale)
 
-    def control(
-        self, x: Tensor, state_bias: Tensor, score_scale: Tensor | None, score: Tensor | None
-    ) -> Tensor:
-        """u for states `x` [B, d] at one time (one row of `time_terms`), target score [B, d]."""
-        hidden = torch.addmm(state_bias, x, self.state_input.weight[:, : self.dim].T)
+    def control(self, x: Tensor, terms: TimeTerms, score: Tensor | None) -> Tensor:
+        """u for states `x` [B, d] at one time (a row of `time_terms`), target score [B, d]."""
+        hidden = torch.addmm(terms.state_bias, x, self.state_input.weight[:, : self.dim].T)
         out = self.state_net(hidden)
-        if score_scale is not None:
+        if terms.score_scale is not None:
             if score is None:
                 raise ValueError("this network scales the target score: pass `score`")
-            out = out + score_scale * score.clamp(-self.inner_clip, self.inner_clip)
+            out = out + terms.score_scale * score.clamp(-self.inner_clip, self.inner_clip)
         return out.clamp(-self.outer_clip, self.outer_clip)
 
     def forward(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
         """u(x, t, score) for states `x` [B, d] at one time `t` (a 0-d tensor)."""
-        terms = self.time_terms(t.reshape(1))
-        scale = None if terms.score_scale is None else terms.score_scale[0]
-        return self.control(x, terms.state_bias[0], scale, score)
+        return self.control(x, self.time_terms(t.reshape(1)).row(0), score)

@@ -18,32 +18,16 @@ from torch import Tensor
 from targets.base import Target
 from trainers.config import DriftConfig, TrainerConfig
 from trainers.drift import BetaSchedule, clip_score, drift_target_score
-from trainers.integrator import IntegratorOptions, Sampler
-from trainers.network import ControlNetwork
+from trainers.integrator import IntegratorOptions, Sampler, StepTerms
+from trainers.network import ControlNetwork, TimeTerms
 from trainers.prior import GaussianMixturePrior
 from trainers.time_schedule import TimeSchedule
 
 
-def _network_terms(network: ControlNetwork, schedule: TimeSchedule) -> tuple[Tensor, ...]:
-    """The network's time terms at steps n = 0..N (the unused ones left out)."""
+def _network_terms(network: ControlNetwork, schedule: TimeSchedule) -> TimeTerms:
+    """The network's time terms at steps n = 0..N."""
     ref = schedule.shape
-    t = network.step_times(schedule.n_steps, ref.device, ref.dtype)
-    return tuple(term for term in network.time_terms(t) if term is not None)
-
-
-def _n_terms(network: ControlNetwork | None) -> int:
-    """How many rows `_network_terms` gives for `network` (0 for none)."""
-    if network is None:
-        return 0
-    return 1 if network.score_net is None else 2
-
-
-def _control(
-    network: ControlNetwork, x: Tensor, terms: tuple[Tensor, ...], score: Tensor | None
-) -> Tensor:
-    """The network's control at one step, from that step's row of `_network_terms`."""
-    score_scale = terms[1] if len(terms) > 1 else None
-    return network.control(x, terms[0], score_scale, score)
+    return network.time_terms(network.step_times(schedule.n_steps, ref.device, ref.dtype))
 
 
 class DIS(Sampler):
@@ -65,21 +49,18 @@ class DIS(Sampler):
         self.network = network
         self.needs_target_score = network.score_net is not None
 
-    def step_terms(self) -> tuple[Tensor, ...]:
+    def step_terms(self) -> StepTerms:
         """The network's time terms at steps n = 0..N."""
-        return _network_terms(self.network, self.schedule)
+        return StepTerms(forward=_network_terms(self.network, self.schedule))
 
-    def base_drift(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
-    ) -> Tensor:
+    def base_drift(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """grad log p_phi(x)."""
         return self.prior.score(x)
 
-    def forward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
-    ) -> Tensor:
+    def forward_control(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """The network's control at this step."""
-        return _control(self.network, x, terms, target_score)
+        assert terms.forward is not None
+        return self.network.control(x, terms.forward, target_score)
 
 
 class AnnealedLangevinSampler(Sampler):
@@ -124,37 +105,25 @@ class AnnealedLangevinSampler(Sampler):
         self.needs_target_score = self.base_drift_kind != "zero" or any(
             net is not None and net.score_net is not None for net in networks
         )
-        self._n_beta = int(annealed)
-        self._n_beta_forward = self._n_beta + _n_terms(forward_network)
 
     @classmethod
     def drift_kind(cls, drift: DriftConfig) -> str:
         """Which base drift this sampler uses: "annealed", "zero" or "target"."""
         return "annealed"
 
-    def _split(
-        self, terms: tuple[Tensor, ...]
-    ) -> tuple[Tensor | None, tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """A row of `step_terms` as (beta_n, forward network's terms, backward network's)."""
-        beta = terms[0] if self._n_beta else None
-        split = self._n_beta_forward
-        return beta, terms[self._n_beta : split], terms[split:]
+    def step_terms(self) -> StepTerms:
+        """beta_n (if annealed) and each network's time terms at steps n = 0..N."""
+        return StepTerms(
+            beta=None if self.betas is None else self.betas(),
+            forward=self._terms_of(self.forward_network),
+            backward=self._terms_of(self.backward_network),
+        )
 
-    def _network_score(self, score: Tensor | None) -> Tensor | None:
-        """The target score as a network input: detached, clipped like the drift's."""
-        return None if score is None else clip_score(score, self.score_clip)
+    def _terms_of(self, network: ControlNetwork | None) -> TimeTerms | None:
+        """`network`'s time terms at steps n = 0..N (None without a network)."""
+        return None if network is None else _network_terms(network, self.schedule)
 
-    def step_terms(self) -> tuple[Tensor, ...]:
-        """beta_n (if annealed), then each network's time terms at t_n = n / N, n = 0..N."""
-        terms = () if self.betas is None else (self.betas(),)
-        for network in (self.forward_network, self.backward_network):
-            if network is not None:
-                terms += _network_terms(network, self.schedule)
-        return terms
-
-    def base_drift(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
-    ) -> Tensor:
+    def base_drift(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """beta_n grad log pi(x) + (1 - beta_n) grad log p_phi(x), or zero, or grad log pi(x)."""
         if self.base_drift_kind == "zero":
             return torch.zeros_like(x)
@@ -163,30 +132,35 @@ class AnnealedLangevinSampler(Sampler):
         score = drift_target_score(
             x, target_score, self.target, self.score_clip, self.differentiate_score
         )
-        beta = self._split(terms)[0]
-        if beta is None:
+        if terms.beta is None:
             return score
-        return torch.lerp(self.prior.score(x), score, beta)
+        return torch.lerp(self.prior.score(x), score, terms.beta)
 
     def forward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+        self, x: Tensor, target_score: Tensor | None, terms: StepTerms
     ) -> Tensor | None:
         """The forward network's control (None without one)."""
-        if self.forward_network is None:
-            return None
-        return _control(
-            self.forward_network, x, self._split(terms)[1], self._network_score(target_score)
-        )
+        return self._network_control(self.forward_network, terms.forward, x, target_score)
 
     def backward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
+        self, x: Tensor, target_score: Tensor | None, terms: StepTerms
     ) -> Tensor | None:
         """The backward network's control (None without one)."""
-        if self.backward_network is None:
+        return self._network_control(self.backward_network, terms.backward, x, target_score)
+
+    def _network_control(
+        self,
+        network: ControlNetwork | None,
+        terms: TimeTerms | None,
+        x: Tensor,
+        target_score: Tensor | None,
+    ) -> Tensor | None:
+        """`network`'s control at this step, fed the target score detached and clipped like
+        the drift's (None without a network)."""
+        if network is None or terms is None:
             return None
-        return _control(
-            self.backward_network, x, self._split(terms)[2], self._network_score(target_score)
-        )
+        score = None if target_score is None else clip_score(target_score, self.score_clip)
+        return network.control(x, terms, score)
 
 
 class MCD(AnnealedLangevinSampler):
@@ -200,9 +174,7 @@ class CMCD(AnnealedLangevinSampler):
 
     roles = ("forward",)
 
-    def backward_control(
-        self, x: Tensor, target_score: Tensor | None, terms: tuple[Tensor, ...]
-    ) -> Tensor:
+    def backward_control(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """-u_n(x)."""
         return -self.forward_control(x, target_score, terms)
 
@@ -210,7 +182,7 @@ class CMCD(AnnealedLangevinSampler):
         self,
         x: Tensor,
         target_score: Tensor | None,
-        terms: tuple[Tensor, ...],
+        terms: StepTerms,
         forward: bool,
         backward: bool,
     ) -> tuple[Tensor | None, Tensor | None]:
@@ -293,14 +265,3 @@ def build_sampler(
 ) -> Sampler:
     """The sampler `config.sampler` on `prior` and `target`; `generator` initialises networks."""
     return SAMPLERS[config.sampler](config, prior, target, generator)
-
-
-__all__ = [
-    "CMCD",
-    "DBS",
-    "DIS",
-    "MCD",
-    "SAMPLERS",
-    "AnnealedLangevinSampler",
-    "build_sampler",
-]

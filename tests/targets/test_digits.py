@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 import targets
-import targets.nice
+import targets.image_flows
 from targets.flows.config import ImageFlowConfig
 from targets.flows.images import dequantise, load_digits
 from targets.flows.training import split_indices, train_image_flow
@@ -98,7 +98,7 @@ def test_second_construction_reads_the_cache(digits, monkeypatch, tmp_path):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a cached model was trained again")
 
-    monkeypatch.setattr(targets.nice, "train_image_flow", must_not_train)
+    monkeypatch.setattr(targets.image_flows, "train_image_flow", must_not_train)
     again = targets.make("digits", config=SMALL)
     assert again.model_dir == digits.model_dir and os.stat(weights).st_mtime_ns == stamp
     x = digits.sample(5, torch.Generator().manual_seed(5))

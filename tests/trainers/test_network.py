@@ -58,7 +58,7 @@ def test_state_net_sees_the_concatenation_of_state_and_time_embedding() -> None:
     expected = hidden + net.score_net(features) * score.clamp(-100, 100)
     torch.testing.assert_close(net(x, t, score), expected.clamp(-1e4, 1e4))
     terms = net.time_terms(torch.tensor([0.1, 0.7], dtype=torch.float64))
-    stepwise = net.control(x, terms.state_bias[1], terms.score_scale[1], score)
+    stepwise = net.control(x, terms.row(1), score)
     torch.testing.assert_close(stepwise, net(x, t, score))
 
 
@@ -89,6 +89,6 @@ def test_the_time_that_the_network_sees_at_each_step() -> None:
     torch.testing.assert_close(step(x, at_three, score), fraction(x, at_three, score))
     terms = step.time_terms(step.step_times(4, "cpu", torch.float64))
     torch.testing.assert_close(
-        step.control(x, terms.state_bias[3], terms.score_scale[3], score),
+        step.control(x, terms.row(3), score),
         fraction(x, at_three, score),
     )

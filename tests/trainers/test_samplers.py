@@ -4,14 +4,16 @@ table, exact gradients, unbiased weights, tight bounds on a known log Z, betas, 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.configs import TINY_IMR as IMR
-from tests.configs import assert_same_parameters, mixture, tiny
+from tests.configs import assert_same_parameters, coverage_run, tiny
 from tests.configs import small as small_config
 from tests.trainers.helpers import ScaledGaussian, bound_holds, scaled_gaussian
 from trainers import Trainer, TrainerConfig, build_sampler, load
@@ -65,7 +67,7 @@ def test_each_sampler_is_its_row_of_the_table(sampler: str, drift: dict, cls: ty
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     score = TWO_D.score(x)
     prior_score = model.prior.score(x)
-    rows = list(zip(*(t.unbind(0) for t in model.step_terms()), strict=True))
+    rows = model.step_terms().rows(5)
     assert len(rows) == 5  # points n = 0..N
     drifts = [model.base_drift(x, score, row) for row in rows]
     max_norm = drift.get("score_clip", math.inf) * math.sqrt(2)
@@ -273,21 +275,6 @@ def test_checkpointed_steps_and_logvar_loss(sampler: str) -> None:
 
 
 COVERAGE_SEEDS = (0, 1, 2)
-COVERAGE_ITERATIONS = 150  # IMR has added all four components by iteration 90
-
-
-def _coverage_run(sampler: str, k_max: int, imr: bool, seed: int) -> dict[str, float]:
-    """Metrics after COVERAGE_ITERATIONS on four separated 2-d modes (IMR every 30)."""
-    config = mixture(
-        sampler=sampler,
-        seed=seed,
-        prior={"k_max": k_max, "init_std": 3.0},
-        imr={"enabled": imr, "interval": 30, "mala": {"n_chains": 512, "n_steps": 100}},
-    )
-    trainer = Trainer(config)
-    trainer.train(COVERAGE_ITERATIONS)
-    assert trainer.prior.n_active == k_max
-    return trainer.evaluate().metrics
 
 
 def _mean(runs: list[dict[str, float]], key: str) -> float:
@@ -299,8 +286,11 @@ def _mean(runs: list[dict[str, float]], key: str) -> float:
 def test_imr_covers_the_modes_where_a_learned_gaussian_does_not(sampler: str) -> None:
     # A MALA chain finds a far mode only if it starts near it, so one seed covers all four modes
     # or three by chance (and a machine's rounding decides which): the claim is over seeds.
-    gaussian = [_coverage_run(sampler, 1, imr=False, seed=seed) for seed in COVERAGE_SEEDS]
-    mixture = [_coverage_run(sampler, 4, imr=True, seed=seed) for seed in COVERAGE_SEEDS]
+    # The six runs are independent: two processes (one thread each) run them side by side.
+    runs = [(sampler, k, k > 1, seed) for k in (1, 4) for seed in COVERAGE_SEEDS]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        metrics = list(pool.map(coverage_run, *zip(*runs, strict=True)))
+    gaussian, mixture = metrics[: len(COVERAGE_SEEDS)], metrics[len(COVERAGE_SEEDS) :]
     assert _mean(mixture, "emc") >= 0.9
     assert _mean(gaussian, "emc") < 0.75
     assert _mean(mixture, "elbo") > _mean(gaussian, "elbo") + 0.5
