@@ -4,12 +4,11 @@ OpenMP threads wait: one policy for `gmp train`, trial actors and IMR's MALA tas
 torch's CPU kernels run on an OpenMP team that meets at a barrier after every parallel operator;
 by default an idle team member spins there for a while before it sleeps. On a busy machine the
 scheduler puts a partner aside, the others spin through their time slices, and the step
-collapses: beside one busy process per core, 2 spinning threads made funnel's step 3.7x and
-credit's 4.1x slower than one thread (bench/threads_under_load.py). One thread never waits for a
-partner, and measured side by side it was the fastest setting loaded and at most 1.5x slower
-than two idle. The policy therefore runs one thread per CPU a process holds: a trial its
-`resources.cpus` (default 1), an IMR task its `resources.imr_task_cpus`, `gmp train` one CPU;
-and where that is more than one thread, idle OpenMP threads sleep at once
+collapses (README.md, "Threads on a shared machine"; bench/threads_under_load.py). One thread
+never waits for a partner, and measured side by side it was the fastest setting loaded and at
+most 1.6x slower than two idle. The policy therefore runs one thread per CPU a process holds:
+a trial its `resources.cpus` (default 1), an IMR task its `resources.imr_task_cpus`, `gmp
+train` one CPU; and where that is more than one thread, idle OpenMP threads sleep at once
 (OMP_WAIT_POLICY=PASSIVE), which halved the collapse. Users override both through the
 environment: `GMP_THREADS` (a thread count for every gmp process) and OpenMP's own
 `OMP_WAIT_POLICY` / `GOMP_SPINCOUNT`, which the policy never overrides. The thread count can
