@@ -259,9 +259,13 @@ class RayNode:
             return False
 
     def kill(self) -> None:
-        """`kill -9` of every process of the node; returns once `ray start` is reaped."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """`kill -9` of every process of the node (its session: Ray puts some workers in
+        process groups of their own), until none runs; returns once `ray start` is reaped."""
+        while members := [pid for pid in _running_pids() if self.owns(pid)]:
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
         self.process.wait(30)
 
     def stop(self) -> None:
@@ -429,3 +433,17 @@ def ray_cluster() -> Iterator[RayCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(cluster.temp_dir, ignore_errors=True)
+
+
+def _running_pids() -> list[int]:
+    """The processes on this machine that have not ended (zombies left out)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):  # ended meanwhile
+                continue
+            if state not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found

