@@ -96,16 +96,21 @@ def test_a_killed_trial_actor_resumes_from_its_checkpoint_until_max_failures(tmp
     assert states == {resumed: TrialState.COMPLETE, failed: TrialState.FAIL}
     runs = {r.data.tags[TRIAL_TAG]: r for r in trial_runs(where, name)}
 
-    # Resumed on a new actor from the checkpoint of the last reported evaluation: none redone.
+    # Resumed on a new actor from its last registered checkpoint: that of the last evaluation
+    # the test saw, or at most one evaluation earlier (the driver may see an evaluation's
+    # result before it has registered its checkpoint). Each evaluation reaches MLflow once.
     rows = reported_results(experiment)[resumed][1]
-    assert [r["training_iteration"] for r in rows] == list(range(1, 16))
-    assert len({r["pid"] for r in rows}) == 2
+    first_pid = rows[0]["pid"]
+    before = [r["training_iteration"] for r in rows if r["pid"] == first_pid]
+    after = [r["training_iteration"] for r in rows if r["pid"] != first_pid]
+    assert after == list(range(once[0].restored_from // 10 + 1, 16))
+    assert before == list(range(1, len(before) + 1)) and len(before) - after[0] + 1 <= 1
     run = runs[resumed]
     assert run.info.status == "FINISHED"
     assert metric_steps(where, run.info.run_id, "elbo") == list(range(10, 151, 10))
     assert run.data.metrics["restored_from_iteration"] == once[0].restored_from
     for kill in [*once, twice[0]]:
-        assert kill.restored_from is not None and kill.restored_from >= kill.reported_iteration
+        assert kill.restored_from is not None and kill.restored_from >= kill.reported_iteration - 10
         print(
             f"actor kill: trial {kill.trial_id} at iteration {kill.reported_iteration}, resumed "
             f"from {kill.restored_from} ({kill.reported_iteration - kill.restored_from} redone), "

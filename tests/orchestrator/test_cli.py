@@ -1,7 +1,8 @@
-"""The `gmp` command line, run as a user runs it (a real subprocess).
+"""The `gmp` command line, run as a user runs it (a real subprocess), or in-process through
+`main` where only exit codes and messages are checked.
 
-Each `gmp` process pays the import of torch, Ray and MLflow (seconds each), so only the
-`gmp targets` smoke test is in the fast tier; the rest are marked slow and run in CI.
+Each `gmp` process pays the import of torch, Ray and MLflow (seconds each), so tests that start
+several are marked slow (they run in CI).
 """
 
 import os
@@ -13,6 +14,7 @@ import pytest
 
 import targets
 import trainers
+from orchestrator.cli import main
 from tests.e2e.conftest import study_file
 
 GMP = [sys.executable, "-m", "orchestrator.cli"]
@@ -35,11 +37,13 @@ def test_targets_lists_every_target_with_its_facts():
 
 
 @pytest.mark.slow
-def test_unknown_command_and_help_exit_codes():
+def test_unknown_command_and_help_exit_codes(capsys):
     assert subprocess.run([*GMP, "nope"], capture_output=True, timeout=60).returncode == 2
+    # Help texts in-process: the same parser, without a process (and torch's import) each.
     for args in ([], ["study"], ["study", "run"], ["train"], ["ui"], ["report"], ["export"]):
-        result = subprocess.run([*GMP, *args, "--help"], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0 and "usage: gmp" in result.stdout
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--help"])
+        assert stop.value.code == 0 and "usage: gmp" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -60,19 +64,18 @@ def test_a_binary_study_file_exits_2_with_a_message_and_writes_nothing(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
 
 
-@pytest.mark.slow
-def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothing(tmp_path):
+def test_commands_on_a_folder_without_records_exit_2_naming_it_and_create_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
     for command in (
         ["study", "status", "nothing"],
         ["study", "list"],
         ["report", "nothing", "--out", "report"],
         ["export", "nothing", "--out", "best"],
     ):
-        result = subprocess.run(
-            [*GMP, *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-        assert result.returncode == 2, (command, result.stderr)
-        assert f"no gmp records in {(tmp_path / 'gmp-runs').resolve()}/" in result.stderr
+        assert main(command) == 2, command
+        assert f"no gmp records in {(tmp_path / 'gmp-runs').resolve()}/" in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == [], command
 
 
