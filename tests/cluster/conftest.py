@@ -261,7 +261,10 @@ class RayNode:
     def kill(self) -> None:
         """`kill -9` of every process of the node (its session: Ray puts some workers in
         process groups of their own), until none runs; returns once `ray start` is reaped."""
+        deadline = time.monotonic() + 30
         while members := [pid for pid in _running_pids() if self.owns(pid)]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {self.name}: processes {members} outlived kill -9")
             for pid in members:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
