@@ -296,25 +296,29 @@ def _tuner(
     trainable = tuning.trainable(spec)
     tracking_uri = credentials_to_env(where.mlflow_uri)
     experiment_dir = where.experiment_dir.parent / experiment
+    without_storage = spec.model_copy(update={"storage": Storage()})  # Tune pickles it
+    callbacks = [
+        OrphanReaper(where.optuna_url, spec.name, experiment, tracking_uri),
+        StudyTracker(
+            study=spec.name,
+            tracking_uri=tracking_uri,
+            artifact_location=where.mlflow_artifacts,
+            optuna_url=where.optuna_url,
+            spec_text=spec_text,
+            flat_config=partial(flat_trainer_config, without_storage),
+            log_density=_log_density(spec),
+            objective=spec.primary.metric,
+            iterations=spec.budget.iterations,
+        ),
+    ]
+    reporter = _reporter(without_storage, where.optuna_url)
     if tune.Tuner.can_restore(str(experiment_dir)):
         restored = tune.Tuner.restore(
             str(experiment_dir), trainable=trainable, resume_unfinished=True
         )
+        _renew(restored, callbacks, reporter, verbose, reuse_actors=local)
         return restored, True
-    reaper = OrphanReaper(where.optuna_url, spec.name, experiment, tracking_uri)
-    without_storage = spec.model_copy(update={"storage": Storage()})  # Tune pickles it
     single = len(spec.objective) == 1
-    tracker = StudyTracker(
-        study=spec.name,
-        tracking_uri=tracking_uri,
-        artifact_location=where.mlflow_artifacts,
-        optuna_url=where.optuna_url,
-        spec_text=spec_text,
-        flat_config=partial(flat_trainer_config, without_storage),
-        log_density=_log_density(spec),
-        objective=spec.primary.metric,
-        iterations=spec.budget.iterations,
-    )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -333,12 +337,30 @@ def _tuner(
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=CHECKPOINTS_KEPT, checkpoint_frequency=1, checkpoint_at_end=True
             ),
-            callbacks=[reaper, tracker],
-            progress_reporter=_reporter(without_storage, where.optuna_url),
+            callbacks=callbacks,
+            progress_reporter=reporter,
             verbose=verbose,
         ),
     )
     return tuner, False
+
+
+def _renew(
+    tuner: tune.Tuner,
+    callbacks: list[tune.Callback],
+    reporter: StudyReporter,
+    verbose: int,
+    reuse_actors: bool,
+) -> None:
+    """Give a restored Tuner this driver's callbacks, table and actor reuse. Tune restores the
+    ones pickled when the experiment began, so a study begun by an earlier gmp (or on another
+    kind of cluster) would otherwise resume with that run's output and settings. Tune has no
+    public setter for these: they live on the Tuner's internal run and tune configs."""
+    internal = tuner._local_tuner
+    internal._run_config.callbacks = callbacks
+    internal._run_config.progress_reporter = reporter
+    internal._run_config.verbose = verbose
+    internal._tune_config.reuse_actors = reuse_actors
 
 
 def _reporter(spec: StudySpec, optuna_url: str) -> StudyReporter:

@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import cloudpickle
 
 from orchestrator.cli import main
 from orchestrator.driver import StudyLocations, run_study
@@ -124,9 +126,12 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
         timeout=120,
     )
     assert " interrupted " in status.stdout, status.stdout
+    _as_begun_without_table(experiment)
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "study e2e-resume: " in second.stdout, second.stdout[-3000:]
+    assert "== Status ==" not in second.stdout, second.stdout[-3000:]
     trials = load_study(where.optuna_url, "e2e-resume").trials
     assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
     assert not any(t.user_attrs.get("gmp_interrupted") for t in trials)
@@ -150,6 +155,16 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
     third = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "study e2e-resume is complete (4 trials)" in third.stdout
+
+
+def _as_begun_without_table(experiment: Path) -> None:
+    """Make the saved experiment look begun by a gmp without the study table (Tune pickles the
+    run config, reporter included, when an experiment begins): the resumed run must still
+    print the current table, not Tune's default status blocks."""
+    saved = experiment / "tuner.pkl"
+    state = cloudpickle.loads(saved.read_bytes())
+    state["_run_config"].progress_reporter = None
+    saved.write_bytes(cloudpickle.dumps(state))  # as Tune writes it
 
 
 def test_a_finished_study_given_more_trials_runs_only_the_new_ones(tmp_path, runs_root):
