@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import sys
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pooch
+
 DATA_DIR_ENV = "GMP_DATA_DIR"
 CACHE_DIR_ENV = "GMP_CACHE_DIR"
+ORIGINALS = "originals"  # sub-folder of the cache holding the originals that get converted
 
 
 class DataError(FileNotFoundError):
@@ -83,31 +85,40 @@ def data_path(name: str) -> Path:
 
 
 def _fetch(spec: DataFile, path: Path) -> None:
+    """Download the original with pooch (checked against `sha256`, written atomically), then
+    convert it into `path`; a refused original leaves nothing behind."""
+    original = path.parent / ORIGINALS / spec.name if spec.convert else path
     try:
-        with urllib.request.urlopen(spec.url, timeout=60) as response:
-            raw = response.read()
-    except OSError as err:
+        pooch.retrieve(
+            spec.url,
+            known_hash=f"sha256:{spec.sha256}" if spec.sha256 else None,
+            fname=original.name,
+            path=original.parent,
+            progressbar=sys.stderr.isatty(),
+        )
+    except OSError as err:  # requests' errors are OSErrors
         raise DataError(
             f"could not fetch data file {spec.name!r} from {spec.url} ({err}). Either set "
             f"{DATA_DIR_ENV} to a folder holding {spec.name}, or connect to the network and "
             f"retry (it is cached in {path.parent} after the first download)."
         ) from err
-    digest = hashlib.sha256(raw).hexdigest()
-    if spec.sha256 is not None and digest != spec.sha256:
+    except ValueError as err:  # pooch: the checksum differs
         raise DataError(
-            f"data file {spec.name!r} fetched from {spec.url} has checksum {digest}, expected "
-            f"{spec.sha256}; refusing to use it. Set {DATA_DIR_ENV} to a folder holding a "
-            f"verified copy of {spec.name}."
-        )
+            f"data file {spec.name!r} fetched from {spec.url} does not have the known checksum "
+            f"({err}); refusing to use it. Set {DATA_DIR_ENV} to a folder holding a verified "
+            f"copy of {spec.name}."
+        ) from err
+    if spec.convert is None:
+        return
     try:
-        content = spec.convert(raw) if spec.convert else raw
+        content = spec.convert(original.read_bytes())
     except ValueError as err:
+        original.unlink()
         raise DataError(
             f"data file {spec.name!r} fetched from {spec.url} is not the expected original "
             f"({err}); refusing to use it. Set {DATA_DIR_ENV} to a folder holding a verified "
             f"copy of {spec.name}."
         ) from err
-    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
         tmp.write(content)
     Path(tmp.name).replace(path)

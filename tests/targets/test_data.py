@@ -1,8 +1,12 @@
 """Data files: clear errors offline, refused checksums and malformed originals, fetch-and-cache
-from file:// addresses, and the UCI text conversions round-tripping to the shared npz files."""
+from a local HTTP server, and the UCI text conversions round-tripping to the shared npz files."""
 
+import functools
 import hashlib
 import os
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +45,28 @@ def _ionosphere_text(X: np.ndarray, y: np.ndarray) -> str:
     )
 
 
-def _serve(tmp_path: Path, name: str, content: bytes) -> str:
-    source = tmp_path / "origin" / name
-    source.parent.mkdir(exist_ok=True)
-    source.write_bytes(content)
-    return source.as_uri()
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator[Callable[[str, bytes], str]]:
+    """serve(name, content) -> the http:// address of a file served on 127.0.0.1."""
+    folder = tmp_path / "origin"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def put(name: str, content: bytes) -> str:
+        (folder / name).write_bytes(content)
+        return f"http://127.0.0.1:{server.server_port}/{name}"
+
+    yield put
+    server.shutdown()
+    server.server_close()
 
 
 def test_pinned_credit_checksum_is_that_of_the_shared_original():
@@ -63,17 +84,16 @@ def test_file_missing_from_data_dir_names_it_and_both_remedies(tmp_path, monkeyp
     assert f"unset GMP_DATA_DIR to fetch the public original from {uci.SONAR.url}" in message
 
 
-def test_unreachable_source_names_the_file_and_both_remedies(tmp_path, cache):
-    spec = register_file(
-        DataFile("test-unreachable.csv", (tmp_path / "absent.csv").as_uri(), "0" * 64)
-    )
+def test_unreachable_source_names_the_file_and_both_remedies(serve, cache):
+    absent = serve("present.csv", b"1\n").replace("present.csv", "absent.csv")  # HTTP 404
+    spec = register_file(DataFile("test-unreachable.csv", absent, "0" * 64))
     with pytest.raises(DataError) as err:
         data_path(spec.name)
     message = str(err.value)
     assert "could not fetch data file 'test-unreachable.csv'" in message
     assert "set GMP_DATA_DIR to a folder holding test-unreachable.csv" in message
     assert "connect to the network and retry" in message
-    assert not cache.exists()
+    assert not list(cache.rglob("*.csv"))
 
 
 def test_reference_samples_come_from_the_data_dir_only(tmp_path, monkeypatch):
@@ -92,28 +112,30 @@ def test_a_file_without_public_source_is_not_fetched(cache):
         data_path(uci.CREDIT_REFERENCE)
 
 
-def test_checksum_mismatch_is_refused_and_nothing_cached(tmp_path, cache):
-    url = _serve(tmp_path, "tampered.csv", b"1,2,3\n")
+def test_checksum_mismatch_is_refused_and_nothing_cached(serve, cache):
+    url = serve("tampered.csv", b"1,2,3\n")
     spec = register_file(DataFile("test-tampered.csv", url, hashlib.sha256(b"1,2,4\n").hexdigest()))
-    with pytest.raises(DataError, match=r"'test-tampered.csv' .* has checksum .*refusing"):
+    with pytest.raises(
+        DataError, match=r"'test-tampered.csv' .* does not have the known checksum .*refusing"
+    ):
         data_path(spec.name)
-    assert not (cache / spec.name).exists()
+    assert not list(cache.rglob("*"))
 
 
-def test_pinned_original_is_fetched_once_into_the_cache(tmp_path, cache):
+def test_pinned_original_is_fetched_once_into_the_cache(tmp_path, serve, cache):
     original = (SHARED / uci.GERMAN_CREDIT.name).read_bytes()
-    url = _serve(tmp_path, "german.data-numeric", original)
+    url = serve("german.data-numeric", original)
     spec = register_file(DataFile("test-german.data-numeric", url, uci.GERMAN_CREDIT.sha256))
     path = data_path(spec.name)
     assert path == cache / spec.name and path.read_bytes() == original
-    Path(url.removeprefix("file://")).unlink()  # the cached copy is used from now on
+    (tmp_path / "origin" / "german.data-numeric").unlink()  # the cached copy is used from now on
     assert data_path(spec.name) == path
 
 
-def test_sonar_text_converts_to_the_shared_npz(tmp_path, cache):
+def test_sonar_text_converts_to_the_shared_npz(serve, cache):
     shared = np.load(SHARED / "sonar.npz")
     text = _sonar_text(shared["X"], shared["y"])
-    url = _serve(tmp_path, "sonar.all-data", text.encode())
+    url = serve("sonar.all-data", text.encode())
     spec = register_file(DataFile("test-sonar.npz", url, None, uci.sonar_from_uci))
     converted = np.load(data_path(spec.name))
     assert data_path(spec.name).parent == cache
@@ -121,9 +143,9 @@ def test_sonar_text_converts_to_the_shared_npz(tmp_path, cache):
     np.testing.assert_array_equal(converted["y"], shared["y"])
 
 
-def test_ionosphere_text_converts_to_the_shared_npz(tmp_path, cache):
+def test_ionosphere_text_converts_to_the_shared_npz(serve, cache):
     shared = np.load(SHARED / "ionosphere.npz")
-    url = _serve(tmp_path, "ionosphere.data", _ionosphere_text(shared["X"], shared["y"]).encode())
+    url = serve("ionosphere.data", _ionosphere_text(shared["X"], shared["y"]).encode())
     spec = register_file(DataFile("test-ionosphere.npz", url, None, uci.ionosphere_from_uci))
     converted = np.load(data_path(spec.name))
     np.testing.assert_allclose(converted["X"], shared["X"], atol=1e-8)
@@ -139,14 +161,14 @@ def test_ionosphere_text_converts_to_the_shared_npz(tmp_path, cache):
     ],
     ids=["missing-row", "missing-column", "unknown-class"],
 )
-def test_unexpected_original_without_checksum_is_refused(tmp_path, cache, corrupt, reason):
+def test_unexpected_original_without_checksum_is_refused(serve, cache, corrupt, reason):
     shared = np.load(SHARED / "sonar.npz")
     lines = _sonar_text(shared["X"], shared["y"]).splitlines()
-    url = _serve(tmp_path, "sonar.all-data", "\n".join(corrupt(lines)).encode())
+    url = serve("sonar.all-data", "\n".join(corrupt(lines)).encode())
     spec = register_file(DataFile("test-bad-sonar.npz", url, None, uci.sonar_from_uci))
     with pytest.raises(DataError, match=f"is not the expected original .*{reason}"):
         data_path(spec.name)
-    assert not (cache / spec.name).exists()
+    assert not [p for p in cache.rglob("*") if p.is_file()]
 
 
 def test_a_file_needs_a_checksum_or_a_checking_conversion():
