@@ -18,7 +18,7 @@ from orchestrator.spec import load_spec
 from orchestrator.status import study_status
 from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.runs import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
-from tests.e2e.conftest import FAST, SMALL_STUDY, study_file
+from tests.e2e.conftest import SMALL_STUDY, study_file
 
 pytestmark = pytest.mark.slow
 GMP = [sys.executable, "-m", "orchestrator.cli"]
@@ -92,12 +92,10 @@ def test_scheduler_stops_trials_in_a_bad_region_early(tmp_path, runs_root):
     assert status.best is not None and status.best.state == "COMPLETE"
 
 
-def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs_root):
-    file = study_file(
-        tmp_path,
-        name="e2e-resume",
-        budget={"trials": 4, "iterations": 80, "eval_interval": 10},
-    )
+def test_interrupted_study_resumes_without_duplicates_and_takes_more_trials(tmp_path, runs_root):
+    """A study's life: interrupted, resumed to its end, rerun (complete), given one more trial."""
+    budget = {"trials": 4, "iterations": 80, "eval_interval": 10}
+    file = study_file(tmp_path, name="e2e-resume", budget=budget)
     command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     experiment = runs_root / "tune" / "e2e-resume"
@@ -156,6 +154,17 @@ def test_interrupted_study_resumes_without_duplicates_or_restarts(tmp_path, runs
     assert third.returncode == 0, third.stderr[-3000:]
     assert "study e2e-resume is complete (4 trials)" in third.stdout
 
+    study_file(tmp_path, name="e2e-resume", budget={**budget, "trials": 5})
+    more = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    trials = load_study(where.optuna_url, "e2e-resume").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 5
+    after = {r.info.run_id: r for r in _runs(where, "e2e-resume")}
+    assert len(after) == 5 and {r.info.status for r in after.values()} == {"FINISHED"}
+    for run in runs:  # the first four ran no further
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "elbo")]
+        assert steps == list(range(10, 81, 10)), steps
+
 
 def _as_begun_without_table(experiment: Path) -> None:
     """Make the saved experiment look begun by a gmp without the study table (Tune pickles the
@@ -165,22 +174,6 @@ def _as_begun_without_table(experiment: Path) -> None:
     state = cloudpickle.loads(saved.read_bytes())
     state["_run_config"].progress_reporter = None
     saved.write_bytes(cloudpickle.dumps(state))  # as Tune writes it
-
-
-def test_a_finished_study_given_more_trials_runs_only_the_new_ones(tmp_path, runs_root):
-    budget = {"trials": 2, "iterations": 20, "eval_interval": 10}
-    file = study_file(tmp_path, name="e2e-more", **FAST, budget=budget)
-    command = [*GMP, "study", "run", str(file), "--root", str(runs_root)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    file = study_file(tmp_path, name="e2e-more", **FAST, budget={**budget, "trials": 3})
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    where = StudyLocations.resolve(load_spec(file), runs_root)
-    trials = load_study(where.optuna_url, "e2e-more").trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
-    runs = _runs(where, "e2e-more")
-    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 BAD_FILES = {
