@@ -44,6 +44,7 @@ from storage.optuna_storage import (
 )
 from storage.records import prior_family
 from storage.tracking import StudyTracker, credentials_to_env
+from trainers.metrics import EMC, ESS
 
 OPTUNA_URL_ENV, MLFLOW_URI_ENV = "GMP_OPTUNA_URL", "GMP_MLFLOW_URI"
 GROWS = "budget.trials"  # the one field of a study's definition that may change between runs
@@ -365,7 +366,7 @@ def _renew(
 
 def _reporter(spec: StudySpec, optuna_url: str) -> StudyReporter:
     """The study's live table in the terminal (see run_study: Tune's legacy output engine)."""
-    shown = ["ess"] + (["emc"] if targets.info(spec.target.name).modes else [])
+    shown = [ESS] + ([EMC] if targets.info(spec.target.name).modes else [])
     return StudyReporter(
         study=spec.name,
         objective=spec.primary.metric,

@@ -6,8 +6,10 @@ from __future__ import annotations
 from orchestrator.progress import format_value, render_table
 from orchestrator.status import StudyStatus, TrialRow
 from storage.answer import LABEL_SKIPPED
+from trainers.metrics import COMPARED_METRICS, METRIC_NAMES
 
-METRIC_ORDER = ("ess", "emc", "delta_log_z", "sinkhorn", "log_z")  # after the objective
+# after the objective: the compared metrics in the catalogue's order, then the others (log Z)
+METRIC_ORDER = COMPARED_METRICS + tuple(m for m in METRIC_NAMES if m not in COMPARED_METRICS)
 
 
 def status_lines(status: StudyStatus, width: int) -> list[str]:
