@@ -150,4 +150,4 @@ def _lookup(name: str) -> tuple[Callable[..., Target], TargetInfo | None]:
 
 def _load_all() -> None:
     """Import every target module so that each registers itself."""
-    import targets.library  # noqa: F401
+    import targets.builtin  # noqa: F401
