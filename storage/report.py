@@ -116,14 +116,25 @@ def _sections(report: Report) -> dict[tuple[str, str], list[Group]]:
     return sections
 
 
-def _k_sweep(path: Path, groups: list[Group], metrics: list[str], title: str) -> Path | None:
-    """Each metric against K, one line per prior family (mean ± std over trials)."""
+def sweep_families(groups: list[Group]) -> dict[str, list[Group]]:
+    """The K sweep's lines: groups by prior family, a Gaussian as the K = 1 end of its mixture
+    family's line ('GMP', 'GMP (fixed)'); a family of one group is named by its own prior."""
     families: dict[str, list[Group]] = defaultdict(list)
-    for group in groups:  # a Gaussian is the K = 1 end of its mixture family's curve
+    for group in groups:
         family = group.variant.replace("Gaussian (learned)", "GMP")
         families[family.replace("Gaussian (fixed)", "GMP (fixed)")].append(group)
+    return {
+        (name if len(members) > 1 else members[0].variant): sorted(members, key=lambda g: g.k)
+        for name, members in families.items()
+    }
+
+
+def _k_sweep(path: Path, groups: list[Group], metrics: list[str], title: str) -> Path | None:
+    """Each metric against K, one line per prior family (mean ± std over trials); None where
+    all groups share one K."""
     if len({g.k for g in groups}) < 2:
         return None
+    families = sweep_families(groups)
     n_cols = min(3, len(metrics))
     n_rows = -(-len(metrics) // n_cols)
     fig = Figure(figsize=(4.2 * n_cols, 3.2 * n_rows))
@@ -132,7 +143,6 @@ def _k_sweep(path: Path, groups: list[Group], metrics: list[str], title: str) ->
         ax.axis("off")
     for ax, metric in zip(axes, metrics, strict=False):
         for variant, family in families.items():
-            family = sorted(family, key=lambda g: g.k)
             stats = [g.stats(metric) for g in family]
             ax.errorbar(
                 [g.k for g in family],
@@ -205,14 +215,14 @@ def _render_sections(report: Report, out: Path) -> list[_Section]:
     for (target, sampler), groups in _sections(report).items():
         title = f"{target}, {sampler.upper()}"
         slug = _slug(f"{target}_{sampler}")
-        header = ["prior", "K", "trials", *(metric_label(m, arrow=True) for m in report.metrics)]
+        metrics = [m for m in report.metrics if any(g.stats(m)[2] for g in groups)]
+        header = ["prior", "K", "trials", *(metric_label(m, arrow=True) for m in metrics)]
         rows = [
-            [g.variant, str(g.k), str(len(g.trials))]
-            + [_format(*g.stats(m)) for m in report.metrics]
+            [g.variant, str(g.k), str(len(g.trials))] + [_format(*g.stats(m)) for m in metrics]
             for g in groups
         ]
         figures = []
-        sweep = _k_sweep(out / f"{slug}_k_sweep.png", groups, report.metrics, title)
+        sweep = _k_sweep(out / f"{slug}_k_sweep.png", groups, metrics, title)
         if sweep is not None:
             figures.append(("K sweep", sweep))
         curves = _training_curves(out / f"{slug}_{ELBO}_curves.png", groups, ELBO, title)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from storage.records import TrialRecord
-from storage.report import build_report
+from storage.report import build_report, render_report, sweep_families
 
 
 def _record(trial_id: str, *, k: int, learn: bool = True, imr: bool = False, **kw) -> TrialRecord:
@@ -75,3 +76,37 @@ def test_groups_give_mean_and_sample_std_and_leave_out_unfinished_trials():
     left = {r.trial_id: why for r, why in report.left_out}
     assert left == {"d": "stopped early at 10/20", "e": "state ERROR"}
     assert report.metrics == ["elbo"]
+
+
+def test_k_sweep_lines_join_a_gaussian_to_its_mixture_family_and_name_lone_priors():
+    records = [
+        _record("a", k=1),
+        _record("b", k=1, learn=False),
+        _record("c", k=4),
+        _record("d", k=4, imr=True),
+    ]
+    lines = sweep_families(build_report(records, ["s"]).groups)
+    assert {name: [g.k for g in groups] for name, groups in lines.items()} == {
+        "GMP": [1, 4],  # the learned Gaussian is the K = 1 end of the GMP line
+        "Gaussian (fixed)": [1],
+        "GMP+IMR": [4],
+    }
+
+
+def test_each_section_shows_only_the_metrics_its_trials_have(tmp_path):
+    with_modes = [_record(name, k=k) for name, k in (("a", 1), ("b", 4))]
+    for record in with_modes:
+        record.history["emc"] = [(10, 0.5), (20, 0.7)]
+    funnel = {"target.name": "funnel", "target.kwargs.dim": 10}
+    without = [_record(name, k=k, params=funnel) for name, k in (("c", 1), ("d", 4))]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # runs without samples: no sample plots
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("s")
+    for record in with_modes + without:
+        record.run_id, record.tracking_uri = client.create_run(experiment).info.run_id, uri
+    render_report(with_modes + without, ["s"], tmp_path / "out", log_to_parent=False)
+    page = (tmp_path / "out" / "report.md").read_text().splitlines()
+    assert [line for line in page if line.startswith("| prior")] == [
+        "| prior | K | trials | ELBO ↑ |",  # funnel
+        "| prior | K | trials | ELBO ↑ | EMC ↑ |",  # gmm40
+    ]
