@@ -47,7 +47,8 @@ def study_note(
     best: TrialRecord | None,
 ) -> str:
     """The parent run's description (Markdown): the best trial, then one row per prior family
-    with the mean of each trial's last evaluations (PAPER.md's protocol)."""
+    with the mean of each trial's last evaluations (PAPER.md's protocol); trials without any
+    evaluation are not counted."""
     label = metric_label(objective)
     lines = [f"## {study}", ""]
     if best is not None:
@@ -63,7 +64,8 @@ def study_note(
     header = ["prior family", "trials", *(metric_label(m) for m in metrics)]
     families: dict[str, list[TrialRecord]] = {}
     for record in records:
-        families.setdefault(prior_family(record.params, sized=True), []).append(record)
+        if record.history:  # a trial killed before its first evaluation has nothing to show
+            families.setdefault(prior_family(record.params, sized=True), []).append(record)
     rows = [
         [family, str(len(group))]
         + [

@@ -271,7 +271,12 @@ def _intro(commit: str | None) -> str:
 
 def _left_out(report: Report) -> list[str]:
     """One line per trial left out of the comparison, saying why."""
-    return [f"{r.study}/{r.trial_id} ({r.variant}, K={r.k}): {why}" for r, why in report.left_out]
+    return [f"{r.study}/{r.trial_id} ({_described(r)}): {why}" for r, why in report.left_out]
+
+
+def _described(record: TrialRecord) -> str:
+    """'GMP, K=5'; a trial killed before it logged its parameters has no family yet."""
+    return f"{record.variant}, K={record.k}" if record.params else "no parameters recorded"
 
 
 def _page(template: str, report: Report, sections: list[_Section], intro: str) -> str:

@@ -34,3 +34,12 @@ def test_the_note_names_the_best_trial_and_averages_each_family_over_its_trials(
     assert "**Best trial:** GMP K=10 +IMR · #2, ELBO -1.25 (mean of its last evaluations)" in note
     assert "| GMP K=10 +IMR | 1 | -1.25 |" in note
     assert "| Gaussian (learned) | 2 | -4 (-5 to -3) |" in note
+
+
+def test_a_trial_killed_before_its_first_evaluation_is_not_counted_and_breaks_nothing():
+    records = [
+        _record("a", {"prior.k_max": 1}, [-2.0]),
+        TrialRecord("s", "orphan", "run-orphan", "ORPHANED", params={}),  # no params, no metrics
+    ]
+    note = study_note("s", records, "elbo", None)
+    assert "| Gaussian (learned) | 1 | -2 |" in note

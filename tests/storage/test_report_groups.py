@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -93,20 +94,33 @@ def test_k_sweep_lines_join_a_gaussian_to_its_mixture_family_and_name_lone_prior
     }
 
 
+def _in_store(folder: Path, records: list[TrialRecord]) -> None:
+    """Give the records real MLflow runs (without samples, so no sample plots) in `folder`."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("s")
+    for record in records:
+        record.run_id, record.tracking_uri = client.create_run(experiment).info.run_id, uri
+
+
 def test_each_section_shows_only_the_metrics_its_trials_have(tmp_path):
     with_modes = [_record(name, k=k) for name, k in (("a", 1), ("b", 4))]
     for record in with_modes:
         record.history["emc"] = [(10, 0.5), (20, 0.7)]
     funnel = {"target.name": "funnel", "target.kwargs.dim": 10}
     without = [_record(name, k=k, params=funnel) for name, k in (("c", 1), ("d", 4))]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # runs without samples: no sample plots
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("s")
-    for record in with_modes + without:
-        record.run_id, record.tracking_uri = client.create_run(experiment).info.run_id, uri
+    _in_store(tmp_path, with_modes + without)
     render_report(with_modes + without, ["s"], tmp_path / "out", log_to_parent=False)
     page = (tmp_path / "out" / "report.md").read_text().splitlines()
     assert [line for line in page if line.startswith("| prior")] == [
         "| prior | K | trials | ELBO ↑ |",  # funnel
         "| prior | K | trials | ELBO ↑ | EMC ↑ |",  # gmm40
     ]
+
+
+def test_a_trial_without_parameters_is_listed_as_left_out(tmp_path):
+    records = [_record("a", k=1), TrialRecord("s", "orphan", "run-orphan", "KILLED", params={})]
+    _in_store(tmp_path, records)
+    render_report(records, ["s"], tmp_path / "out", log_to_parent=False)
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "s/orphan (no parameters recorded): state KILLED" in page
