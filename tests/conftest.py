@@ -1,12 +1,17 @@
-"""Test-wide settings: data from the shared folder when GMP_DATA_DIR is not set."""
+"""Test-wide settings: data from the shared folder when GMP_DATA_DIR is not set; records roots
+that start with an empty MLflow store."""
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
+
+from storage.layout import StudyPaths
 
 _SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "GMP_DATA_DIR" not in os.environ and _SHARED_DATA.is_dir():
@@ -26,3 +31,22 @@ def fresh_imports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[P
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store as MLflow creates it (its schema migrations take seconds;
+    copies of it save each study test that time)."""
+    root = tmp_path_factory.mktemp("mlflow-template")
+    MlflowClient(StudyPaths(root).mlflow_uri).search_experiments()
+    store = root / "mlflow.db"
+    assert store.is_file() and not store.with_name("mlflow.db-wal").exists()
+    return store
+
+
+def records_root(folder: Path, template: Path) -> Path:
+    """folder/runs: a records root whose MLflow store exists but holds no study."""
+    root = folder / "runs"
+    root.mkdir()
+    shutil.copyfile(template, StudyPaths(root).root / template.name)
+    return root

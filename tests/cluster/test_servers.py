@@ -24,6 +24,7 @@ from orchestrator.driver import MLFLOW_URI_ENV, OPTUNA_URL_ENV, StudyLocations
 from storage.optuna_storage import load_study
 from storage.runs import ERROR_TAG, ROLE_TAG, TRIAL_TAG
 from tests.cluster.conftest import Postgres, RayHead
+from tests.conftest import records_root
 from tests.e2e.conftest import FAST, study_file
 
 pytestmark = pytest.mark.slow
@@ -153,9 +154,11 @@ def test_submitted_study_runs_eight_trials_on_postgres_and_mlflow_server(
     assert postgres.password not in status.stdout + status.stderr
 
 
-def test_eight_concurrent_trials_on_the_local_sqlite_default(tmp_path: Path, ray_head: RayHead):
+def test_eight_concurrent_trials_on_the_local_sqlite_default(
+    tmp_path: Path, ray_head: RayHead, mlflow_store_template: Path
+):
     file = study_file(tmp_path, name="cluster-sqlite", **CONCURRENT)
-    root = tmp_path / "runs"
+    root = records_root(tmp_path, mlflow_store_template)
     done = gmp(
         "study", "run", str(file), "--address", ray_head.gcs_address, "--root", str(root),
         env=ray_head.client_env,

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.driver import CHECKPOINTS_KEPT, StudyLocations
 from storage.runs import ROLE_TAG
+from tests.conftest import records_root
 
 SMALL_STUDY: dict[str, Any] = {
     "name": "e2e",
@@ -58,11 +59,9 @@ def study_file(folder: Path, **changes: Any) -> Path:
 
 
 @pytest.fixture
-def runs_root(tmp_path: Path) -> Path:
-    """An empty records root for one test."""
-    root = tmp_path / "runs"
-    root.mkdir()
-    return root
+def runs_root(tmp_path: Path, mlflow_store_template: Path) -> Path:
+    """A records root for one test, its MLflow store created but empty."""
+    return records_root(tmp_path, mlflow_store_template)
 
 
 def reported_results(experiment: Path) -> dict[str, tuple[Path, list[dict[str, Any]]]]:

@@ -22,6 +22,7 @@ from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
 from storage.optuna_storage import TUNE_ID_ATTR, load_study
 from storage.runs import ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from tests.conftest import records_root
 from tests.e2e.conftest import SMALL_STUDY, study_file
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,9 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StudyLocations, Path]:
+def study(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_store_template: Path
+) -> tuple[Path, StudyLocations, Path]:
     """A finished two-trial study: its records root, storage locations and study file."""
     folder = tmp_path_factory.mktemp("export-study")
     file = study_file(
@@ -54,7 +57,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StudyLocation
         budget={"trials": 2, "iterations": 20, "eval_interval": 10},
     )
     spec = load_spec(file)
-    root = folder / "runs"
+    root = records_root(folder, mlflow_store_template)
     run_study(spec, file.read_text(), root=root, num_cpus=2, verbose=0)
     return root, StudyLocations.resolve(spec, root), file
 

@@ -16,6 +16,7 @@ from orchestrator.driver import StudyLocations
 from orchestrator.spec import load_spec
 from storage.layout import StudyPaths
 from storage.runs import ROLE_TAG
+from tests.conftest import records_root
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,10 @@ def _final(client: MlflowClient, run_id: str, metric: str) -> float:
     return float(np.mean(values[-5:]))
 
 
-def test_report_of_the_quickstart_matches_mlflow_and_is_logged_on_the_parent(tmp_path: Path):
-    root = tmp_path / "runs"
+def test_report_of_the_quickstart_matches_mlflow_and_is_logged_on_the_parent(
+    tmp_path: Path, mlflow_store_template: Path
+):
+    root = records_root(tmp_path, mlflow_store_template)
     file = _quickstart_at_ci_size(tmp_path)
     spec = load_spec(file)
     assert main(["study", "run", str(file), "--root", str(root)]) == 0

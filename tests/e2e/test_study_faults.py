@@ -197,23 +197,25 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_study_file_exits_2_naming_the_field_and_writes_nothing(
-    tmp_path, runs_root, kind, capsys
-):
+def test_bad_study_file_exits_2_naming_the_field_and_writes_nothing(tmp_path, kind, capsys):
     file = study_file(tmp_path, **BAD_FILES[kind])
-    assert main(["study", "run", str(file), "--root", str(runs_root)]) == 2
+    root = tmp_path / "runs"
+    root.mkdir()
+    assert main(["study", "run", str(file), "--root", str(root)]) == 2
     assert f"{file}: invalid study file" in capsys.readouterr().err
-    assert list(runs_root.iterdir()) == []
+    assert list(root.iterdir()) == []
 
 
-def test_bad_study_file_exit_code_of_the_command(tmp_path, runs_root):
+def test_bad_study_file_exit_code_of_the_command(tmp_path):
     file = study_file(tmp_path, budget={"trials": 0, "iterations": 10, "eval_interval": 5})
+    root = tmp_path / "runs"
+    root.mkdir()
     result = subprocess.run(
-        [*GMP, "study", "run", str(file), "--root", str(runs_root)],
+        [*GMP, "study", "run", str(file), "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2
     assert "budget.trials: Input should be greater than or equal to 1" in result.stderr
-    assert list(runs_root.iterdir()) == []
+    assert list(root.iterdir()) == []

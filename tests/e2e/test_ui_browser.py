@@ -20,6 +20,7 @@ from orchestrator.driver import StudyLocations, run_study
 from orchestrator.spec import load_spec
 from storage.runs import ROLE_TAG
 from tests.cluster.conftest import REQUIRE_SERVERS_ENV, free_port
+from tests.conftest import records_root
 from tests.e2e.conftest import FAST, SMALL_STUDY, study_file
 
 pytestmark = pytest.mark.slow
@@ -53,10 +54,10 @@ def _wait_for(url: str, deadline: float) -> None:
 
 
 @pytest.fixture
-def served_study(tmp_path: Path) -> Iterator[dict[str, str]]:
+def served_study(tmp_path: Path, mlflow_store_template: Path) -> Iterator[dict[str, str]]:
     """A finished two-trial study (Gaussian and GMP), served by `gmp ui` on free ports."""
     _browser_or_skip()
-    root = tmp_path / "runs"
+    root = records_root(tmp_path, mlflow_store_template)
     file = study_file(
         tmp_path,
         name="e2e-ui",
