@@ -3,12 +3,13 @@
 Trains nothing: it reads the MLflow records of the studies in examples/paper_budget/, run as a
 user runs them (`gmp study run examples/paper_budget/funnel_dis.yaml --root ROOT`; running the
 same command again continues a stopped study from its last checkpoints), and writes a Markdown
-page with one row per (target, prior family, metric): the paper's value, ours (the mean of the
-last 5 of 100 evaluations on 2000 samples, the paper's protocol), the difference, the
-iterations done, wall and CPU time; a figure of ELBO against iteration; and a figure of the
-first iterations' training ELBO beside the authors' JAX step at equal iterations
-(`python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve 1000`) and
-beside earlier runs of the same studies under other settings (`--earlier ROOT=LABEL`).
+page with a section per target: one row per (prior family, metric) with the paper's value, ours
+(the mean of the last 5 of 100 evaluations on 2000 samples, the paper's protocol), the
+difference, the iterations done, wall and CPU time; a figure of ELBO against iteration; for the
+funnel, a figure of the first iterations' training ELBO beside the authors' JAX step at equal
+iterations (`python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve
+1000`) and beside earlier runs of the same studies under other settings (`--earlier
+ROOT=LABEL`). A target whose studies are not under ROOT keeps its section as the page has it.
 
 Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
            [--jax-curve FILE] [--earlier ROOT=LABEL ...]
@@ -39,7 +40,6 @@ PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
     ("credit", "GMP"): {"elbo": -585.223},
 }
 BUDGET = 10_000
-FIGURE = "paper_budget_elbo.png"
 START_FIGURE = "paper_budget_start.png"
 START_ITERATIONS = 1000  # the start that the JAX step's curve covers
 
@@ -50,7 +50,7 @@ def _total(client: MlflowClient, record: TrialRecord, metric: str) -> float:
 
 
 def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
-    """One table row per (trial, metric the paper reports for its family)."""
+    """One table row per (trial, metric the paper reports for its family), all of one target."""
     table = []
     for record in records:
         target = STUDIES[record.study]
@@ -61,7 +61,6 @@ def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
             ours = record.final(metric)
             table.append(
                 [
-                    target,
                     family,
                     metric,
                     f"{value:.3f}",
@@ -74,23 +73,21 @@ def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
     return table
 
 
-def figure(records: list[TrialRecord], path: Path) -> None:
-    """ELBO against training iteration, one panel per target, the paper's values dashed."""
-    targets = sorted({STUDIES[r.study] for r in records})
-    fig, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets, strict=True):
-        for record in (r for r in records if STUDIES[r.study] == target):
-            steps, values = zip(*record.history.get("elbo", [(0, math.nan)]), strict=True)
-            line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
-            paper = PAPER.get((target, record.variant), {}).get("elbo")
-            if paper is not None:
-                ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
-        finals = [r.final("elbo") for r in records if STUDIES[r.study] == target]
-        papers = [v["elbo"] for (t, _), v in PAPER.items() if t == target]
-        top = max(v for v in [*finals, *papers] if math.isfinite(v))
-        ax.set_ylim(top - (3 if target == "funnel" else 10), top + 0.5)
-        ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
-        ax.legend(fontsize=8)
+def figure(target: str, records: list[TrialRecord], path: Path) -> None:
+    """ELBO against training iteration of one target's trials, the paper's values dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for record in records:
+        steps, values = zip(*record.history.get("elbo", [(0, math.nan)]), strict=True)
+        line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
+        paper = PAPER.get((target, record.variant), {}).get("elbo")
+        if paper is not None:
+            ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+    finals = [r.final("elbo") for r in records]
+    papers = [v["elbo"] for (t, _), v in PAPER.items() if t == target]
+    top = max(v for v in [*finals, *papers] if math.isfinite(v))
+    ax.set_ylim(top - (3 if target == "funnel" else 10), top + 0.5)
+    ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -139,15 +136,49 @@ def _records(root: str) -> tuple[MlflowClient, set[str], list[TrialRecord]]:
     return client, known, collect(client, [s for s in STUDIES if s in known])
 
 
+def _marker(target: str, end: bool = False) -> str:
+    return f"<!-- {'end' if end else 'section'}: {target} -->"
+
+
+def kept_sections(page: Path) -> dict[str, str]:
+    """Each target's section of an existing page, markers included (target -> text)."""
+    text = page.read_text() if page.is_file() else ""
+    sections = {}
+    for target in set(STUDIES.values()):
+        begin, end = text.find(_marker(target)), text.find(_marker(target, end=True))
+        if 0 <= begin < end:
+            sections[target] = text[begin : end + len(_marker(target, end=True))]
+    return sections
+
+
+def section(target: str, client: MlflowClient, records: list[TrialRecord], figures: str) -> str:
+    """One target's section: its status, its table and its figures (Markdown)."""
+    header = ["prior", "metric", "paper", "ours", "ours − paper", "iterations", "wall / CPU h"]
+    table = [header, ["---"] * len(header), *rows(client, records)]
+    unfinished = [r for r in records if r.iterations < BUDGET]
+    status = (
+        f"**In progress:** {len(unfinished)} of {len(records)} runs have not reached "
+        f"{BUDGET:,} iterations (see the iterations column); their rows are interim values.\n\n"
+        if unfinished
+        else f"All {len(records)} runs reached {BUDGET:,} iterations.\n\n"
+    )
+    return (
+        f"{_marker(target)}\n## {target}\n\n{status}"
+        + "\n".join("| " + " | ".join(row) + " |" for row in table)
+        + f"\n\n{figures}{_marker(target, end=True)}"
+    )
+
+
 def main() -> None:
-    """Read the records under --root and write the page and its figure."""
+    """Read the records under --root, rewrite the sections of the targets found there (the
+    others stay as the page has them) and their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the records folder the studies ran in")
     parser.add_argument("--out", default="docs/paper_budget.md")
     parser.add_argument("--jax-curve", help="the JAX step's curve (bench.jax_dis_step --curve)")
     parser.add_argument("--earlier", nargs="*", default=[], metavar="ROOT=LABEL")
     args = parser.parse_args()
-    client, known, records = _records(args.root)
+    client, _, records = _records(args.root)
     earlier = {}
     for item in args.earlier:
         root, _, label = item.partition("=")
@@ -155,21 +186,24 @@ def main() -> None:
     jax_curve = json.loads(Path(args.jax_curve).read_text()) if args.jax_curve else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure(records, out.parent / FIGURE)
-    start_figure(records, jax_curve, earlier, out.parent / START_FIGURE)
-    header = ["target", "prior", "metric", "paper", "ours", "ours − paper", "iterations",
-              "wall / CPU h"]  # fmt: skip
-    table = [header, ["---"] * len(header), *rows(client, records)]
-    unfinished = [r for r in records if r.iterations < BUDGET]
-    status = (
-        f"**In progress:** {len(unfinished)} of {len(records)} runs have not reached "
-        f"{BUDGET:,} iterations (see the iterations column); their rows are interim values.\n\n"
-        if unfinished
-        else ""
-    )
-    missing = sorted(set(STUDIES) - known)
-    if missing:
-        status += f"**Not run yet:** {', '.join(missing)}.\n\n"
+    sections = kept_sections(out)
+    for target in sorted(set(STUDIES.values())):
+        found = [r for r in records if STUDIES[r.study] == target]
+        if not found:
+            sections.setdefault(
+                target, f"{_marker(target)}\n## {target}\n\nNot run yet.\n{_marker(target, True)}"
+            )
+            continue
+        elbo_figure = f"paper_budget_{target}.png"
+        figure(target, found, out.parent / elbo_figure)
+        figures = f"![{target}: ELBO against iteration]({elbo_figure})\n\n"
+        if target == "funnel":
+            start_figure(found, jax_curve, earlier, out.parent / START_FIGURE)
+            figures += (
+                f"![The first {START_ITERATIONS:,} iterations beside the authors' step]"
+                f"({START_FIGURE})\n\n"
+            )
+        sections[target] = section(target, client, found, figures)
     commands = "\n".join(
         f"    gmp study run examples/paper_budget/{t}_dis.yaml --root ROOT"
         for t in sorted(set(STUDIES.values()))
@@ -181,10 +215,12 @@ def main() -> None:
         f"mean of the last {LAST_EVALUATIONS} of 100 evaluations on 2000 samples, as in the "
         "paper. Made by\n\n"
         f"{commands}\n    python -m experiments.paper_budget --root ROOT\n\n"
-        + status
-        + "\n".join("| " + " | ".join(row) + " |" for row in table)
-        + f"\n\n![ELBO against iteration]({FIGURE})\n\n"
-        + f"![The first {START_ITERATIONS:,} iterations beside the authors' step]({START_FIGURE})\n"
+        "The last command rewrites the section of each target whose studies it finds under "
+        "ROOT and keeps the other sections as they are, so targets may run at different times "
+        "or on different machines. Why the numbers differ from the paper's: "
+        "[results_discussion.md](results_discussion.md#the-paper-budget).\n\n"
+        + "\n\n".join(sections[t] for t in sorted(sections))
+        + "\n"
     )
     print(out.read_text())
 
