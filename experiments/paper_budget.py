@@ -85,7 +85,9 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
     finals = [r.final("elbo") for r in records]
     papers = [v["elbo"] for (t, _), v in PAPER.items() if t == target]
     top = max(v for v in [*finals, *papers] if math.isfinite(v))
-    ax.set_ylim(top - (3 if target == "funnel" else 10), top + 0.5)
+    window = 3 if target == "funnel" else 10  # below the best value; wider while runs lag
+    bottom = min([top - window, *(v - window / 2 for v in finals if math.isfinite(v))])
+    ax.set_ylim(bottom, top + 0.5)
     ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
     ax.legend(fontsize=8)
     fig.tight_layout()
