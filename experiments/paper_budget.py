@@ -192,9 +192,8 @@ def main() -> None:
     for target in sorted(set(STUDIES.values())):
         found = [r for r in records if STUDIES[r.study] == target]
         if not found:
-            sections.setdefault(
-                target, f"{_marker(target)}\n## {target}\n\nNot run yet.\n{_marker(target, True)}"
-            )
+            empty = f"{_marker(target)}\n## {target}\n\nNot run yet.\n"
+            sections.setdefault(target, empty + _marker(target, end=True))
             continue
         elbo_figure = f"paper_budget_{target}.png"
         figure(target, found, out.parent / elbo_figure)

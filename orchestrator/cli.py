@@ -364,7 +364,7 @@ def _cmd_ui(args: argparse.Namespace, console: Console) -> int:
     from storage.layout import StudyPaths
 
     paths = StudyPaths(_root(args))
-    if not (paths.root / "mlflow.db").is_file():
+    if not paths.mlflow_store.is_file():
         raise BadInputError(f"no MLflow store under {paths.root}: run a study first (--root)")
     _require_records(paths.optuna_url)
     servers = Servers(

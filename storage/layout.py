@@ -18,9 +18,14 @@ class StudyPaths:
         return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
 
     @property
-    def mlflow_uri(self) -> str:
+    def mlflow_store(self) -> Path:
         """Default MLflow backend store: one SQLite file for all studies of this root."""
-        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+        return (self.root / "mlflow.db").resolve()
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The default MLflow backend store's URI."""
+        return f"sqlite:///{self.mlflow_store}"
 
     @property
     def mlflow_artifacts(self) -> Path:

@@ -37,10 +37,10 @@ def fresh_imports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[P
 def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store as MLflow creates it (its schema migrations take seconds;
     copies of it save each study test that time)."""
-    root = tmp_path_factory.mktemp("mlflow-template")
-    MlflowClient(StudyPaths(root).mlflow_uri).search_experiments()
-    store = root / "mlflow.db"
-    assert store.is_file() and not store.with_name("mlflow.db-wal").exists()
+    paths = StudyPaths(tmp_path_factory.mktemp("mlflow-template"))
+    MlflowClient(paths.mlflow_uri).search_experiments()
+    store = paths.mlflow_store
+    assert store.is_file() and not store.with_name(f"{store.name}-wal").exists()
     return store
 
 
@@ -48,5 +48,5 @@ def records_root(folder: Path, template: Path) -> Path:
     """folder/runs: a records root whose MLflow store exists but holds no study."""
     root = folder / "runs"
     root.mkdir()
-    shutil.copyfile(template, StudyPaths(root).root / template.name)
+    shutil.copyfile(template, StudyPaths(root).mlflow_store)
     return root
