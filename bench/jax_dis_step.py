@@ -19,6 +19,8 @@ iteration (rollout, gradient, update) is one `jax.jit`-compiled function.
     python -m bench.jax_dis_step --target funnel --iters 5 --warmup 2   # one timing row (JSON)
     python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve 1000 \
         > jax_curve.json        # the training ELBO every 100 iterations, the authors' defaults
+    python -m bench.jax_dis_step --target credit --prior-scale 10 --no-target-score --authors \
+        --curve 1000 > jax_credit_curve.json   # credit with the N(0, 10^2) prior on the weights
 
 `bench/dis_vs_jax.py` runs this beside our torch step, each in a fresh process.
 """
@@ -55,13 +57,13 @@ def target_arrays(name: str, kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
 
     target = targets.make(name, **kwargs)
     arrays = {k: v.numpy() for k, v in target._buffers.items()}
-    if name == "credit" and target.prior_scale is not None:
-        raise ValueError("the JAX credit target implements the likelihood-only model")
+    if getattr(target, "prior_scale", None) is not None:
+        arrays["prior_scale"] = np.asarray(target.prior_scale)
     return {**arrays, "dim": np.asarray(target.dim)}
 
 
 def make_target_log_prob(name: str, arrays: dict[str, np.ndarray]) -> Callable:
-    """log rho(x) of one sample x [d] for funnel, credit (likelihood only) and gmm40."""
+    """log rho(x) of one sample x [d]: funnel, credit (with its weight prior if any), gmm40."""
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import logsumexp
@@ -76,7 +78,15 @@ def make_target_log_prob(name: str, arrays: dict[str, np.ndarray]) -> Callable:
         return funnel
     if name == "credit":
         signed_design = jnp.asarray(arrays["signed_design"], dtype=jnp.float32)
-        return lambda x: jax.nn.log_sigmoid(signed_design @ x).sum()
+        prior_scale = float(arrays.get("prior_scale", math.inf))
+
+        def credit(x):
+            log_likelihood = jax.nn.log_sigmoid(signed_design @ x).sum()
+            if math.isinf(prior_scale):
+                return log_likelihood
+            return log_likelihood + norm.logpdf(x, 0.0, prior_scale).sum()
+
+        return credit
     if name == "gmm40":
         means = jnp.asarray(arrays["means"], dtype=jnp.float32)
         n_modes, dim = means.shape
@@ -363,6 +373,12 @@ def main() -> None:
         "write the training ELBO every --every iterations (JSON) instead",
     )
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument(
+        "--prior-scale",
+        type=float,
+        help="credit: the N(0, s^2) prior on the weights (default none)",
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPUs to use")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -371,7 +387,8 @@ def main() -> None:
         kwargs, batch, init_dt = SETTINGS[args.target]
         spec = {
             "target": args.target,
-            "target_kwargs": kwargs,
+            "target_kwargs": kwargs
+            | ({"prior_scale": args.prior_scale} if args.prior_scale else {}),
             "batch": args.batch or batch,
             "init_dt": init_dt,
             "n_steps": args.n_steps,
@@ -379,7 +396,7 @@ def main() -> None:
             "iters": args.iters,
             "warmup": args.warmup,
             "target_score": not args.no_target_score,
-            "threads": os.cpu_count(),
+            "threads": args.threads,
             "authors": args.authors,
         }
     if args.curve:

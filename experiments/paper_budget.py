@@ -5,14 +5,15 @@ user runs them (`gmp study run examples/paper_budget/funnel_dis.yaml --root ROOT
 same command again continues a stopped study from its last checkpoints), and writes a Markdown
 page with a section per target: one row per (prior family, metric) with the paper's value, ours
 (the mean of the last 5 of 100 evaluations on 2000 samples, the paper's protocol), the
-difference, the iterations done, wall and CPU time; a figure of ELBO against iteration; for the
-funnel, a figure of the first iterations' training ELBO beside the authors' JAX step at equal
-iterations (`python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve
-1000`) and beside earlier runs of the same studies under other settings (`--earlier
+difference, the iterations done, wall and CPU time; a figure of ELBO against iteration; for each
+target given a curve of the authors' JAX step (`--jax-curve TARGET=FILE`, made by `python -m
+bench.jax_dis_step --target TARGET --no-target-score --authors --curve 1000`, with
+`--prior-scale 10` for credit), a figure of the first iterations' training ELBO beside it at
+equal iterations and beside earlier runs of the same studies under other settings (`--earlier
 ROOT=LABEL`). A target whose studies are not under ROOT keeps its section as the page has it.
 
 Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
-           [--jax-curve FILE] [--earlier ROOT=LABEL ...]
+           [--jax-curve TARGET=FILE ...] [--earlier ROOT=LABEL ...]
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
     ("credit", "GMP"): {"elbo": -585.223},
 }
 BUDGET = 10_000
-START_FIGURE = "paper_budget_start.png"
 START_ITERATIONS = 1000  # the start that the JAX step's curve covers
+START_YLIM = {"funnel": (-6.0, 0.0)}  # the start figure's ELBO range (default: all values)
 
 
 def _total(client: MlflowClient, record: TrialRecord, metric: str) -> float:
@@ -96,12 +97,13 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
 
 
 def start_figure(
+    target: str,
     records: list[TrialRecord],
     jax_curve: list[dict[str, float]],
     earlier: dict[str, list[TrialRecord]],
     path: Path,
 ) -> None:
-    """Funnel's training ELBO over the first iterations: ours, the authors' JAX step (learned
+    """A target's training ELBO over the first iterations: ours, the authors' JAX step (learned
     Gaussian, their defaults) and earlier runs (dashed), at equal iterations."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
 
@@ -110,21 +112,21 @@ def start_figure(
         if points:
             ax.plot(*zip(*points, strict=True), style, label=label)
 
-    for record in (r for r in records if STUDIES[r.study] == "funnel"):
+    for record in records:
         plot(record, f"ours: {record.variant}, K = {record.k}", "-o")
     for label, runs in earlier.items():
-        for record in (r for r in runs if STUDIES[r.study] == "funnel"):
+        for record in (r for r in runs if STUDIES[r.study] == target):
             plot(record, f"ours, {label}: {record.variant}, K = {record.k}", "--")
-    if jax_curve:
-        steps = [row["iteration"] for row in jax_curve if row["iteration"] <= START_ITERATIONS]
-        values = [row["train_elbo"] for row in jax_curve][: len(steps)]
-        ax.plot(steps, values, "k-s", label="authors' JAX step: Gaussian (learned)")
+    steps = [row["iteration"] for row in jax_curve if row["iteration"] <= START_ITERATIONS]
+    values = [row["train_elbo"] for row in jax_curve][: len(steps)]
+    ax.plot(steps, values, "k-s", label="authors' JAX step: Gaussian (learned)")
     ax.set(
-        title=f"funnel, DIS: the first {START_ITERATIONS:,} iterations",
+        title=f"{target}, DIS: the first {START_ITERATIONS:,} iterations",
         xlabel="training iteration",
-        ylabel="training ELBO (batch of 2000)",
-        ylim=(-6, 0),
+        ylabel="training ELBO (one batch)",
     )
+    if target in START_YLIM:
+        ax.set_ylim(*START_YLIM[target])
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -177,7 +179,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the records folder the studies ran in")
     parser.add_argument("--out", default="docs/paper_budget.md")
-    parser.add_argument("--jax-curve", help="the JAX step's curve (bench.jax_dis_step --curve)")
+    parser.add_argument(
+        "--jax-curve",
+        nargs="*",
+        default=[],
+        metavar="TARGET=FILE",
+        help="the JAX step's curve for TARGET (bench.jax_dis_step --curve)",
+    )
     parser.add_argument("--earlier", nargs="*", default=[], metavar="ROOT=LABEL")
     args = parser.parse_args()
     client, _, records = _records(args.root)
@@ -185,7 +193,10 @@ def main() -> None:
     for item in args.earlier:
         root, _, label = item.partition("=")
         earlier[label or root] = _records(root)[2]
-    jax_curve = json.loads(Path(args.jax_curve).read_text()) if args.jax_curve else []
+    jax_curves = {}
+    for item in args.jax_curve:
+        target, _, file = item.partition("=")
+        jax_curves[target] = json.loads(Path(file).read_text())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = kept_sections(out)
@@ -198,11 +209,12 @@ def main() -> None:
         elbo_figure = f"paper_budget_{target}.png"
         figure(target, found, out.parent / elbo_figure)
         figures = f"![{target}: ELBO against iteration]({elbo_figure})\n\n"
-        if target == "funnel":
-            start_figure(found, jax_curve, earlier, out.parent / START_FIGURE)
+        if target in jax_curves:
+            start = f"paper_budget_{target}_start.png"
+            start_figure(target, found, jax_curves[target], earlier, out.parent / start)
             figures += (
                 f"![The first {START_ITERATIONS:,} iterations beside the authors' step]"
-                f"({START_FIGURE})\n\n"
+                f"({start})\n\n"
             )
         sections[target] = section(target, client, found, figures)
     commands = "\n".join(
