@@ -83,12 +83,12 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
         paper = PAPER.get((target, record.variant), {}).get("elbo")
         if paper is not None:
             ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
-    finals = [r.final("elbo") for r in records]
-    papers = [v["elbo"] for (t, _), v in PAPER.items() if t == target]
-    top = max(v for v in [*finals, *papers] if math.isfinite(v))
-    window = 3 if target == "funnel" else 10  # below the best value; wider while runs lag
-    bottom = min([top - window, *(v - window / 2 for v in finals if math.isfinite(v))])
-    ax.set_ylim(bottom, top + 0.5)
+    # From the first tenth of the budget on (the start is far below), up to the paper's values.
+    shown = [v for r in records for i, v in r.history.get("elbo", []) if i >= BUDGET // 10]
+    shown += [v["elbo"] for (t, _), v in PAPER.items() if t == target]
+    bottom, top = min(v for v in shown if math.isfinite(v)), max(shown)
+    margin = 0.05 * (top - bottom)
+    ax.set_ylim(bottom - margin, top + margin)
     ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -227,7 +227,13 @@ def main() -> None:
         "N = 128, width 128, 10,000 iterations, the authors' optimiser settings; ours is the "
         f"mean of the last {LAST_EVALUATIONS} of 100 evaluations on 2000 samples, as in the "
         "paper. Made by\n\n"
-        f"{commands}\n    python -m experiments.paper_budget --root ROOT\n\n"
+        f"{commands}\n    python -m experiments.paper_budget --root ROOT "
+        "--jax-curve funnel=jax_funnel.json credit=jax_credit.json\n\n"
+        "The figures of the first iterations draw the authors' DIS step in JAX beside ours "
+        "(learned Gaussian, their defaults); its curves come from `python -m bench.jax_dis_step "
+        "--target funnel --no-target-score --authors --curve 1000 > jax_funnel.json`, and the "
+        "same with `--target credit --prior-scale 10` for credit (JAX is not a dependency of "
+        "gmp: bench/jax_dis_step.py says how to install it). "
         "The last command rewrites the section of each target whose studies it finds under "
         "ROOT and keeps the other sections as they are, so targets may run at different times "
         "or on different machines. Why the numbers differ from the paper's: "
