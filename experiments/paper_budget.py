@@ -86,7 +86,8 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
     # From the first tenth of the budget on (the start is far below), up to the paper's values.
     shown = [v for r in records for i, v in r.history.get("elbo", []) if i >= BUDGET // 10]
     shown += [v["elbo"] for (t, _), v in PAPER.items() if t == target]
-    bottom, top = min(v for v in shown if math.isfinite(v)), max(shown)
+    finite = [v for v in shown if math.isfinite(v)]
+    bottom, top = min(finite), max(finite)
     margin = 0.05 * (top - bottom)
     ax.set_ylim(bottom - margin, top + margin)
     ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
