@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -15,6 +16,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -106,6 +109,11 @@ def password_to_env(url: str) -> str:
         return url
     password = unquote(parts.password)
     if os.environ.setdefault(PASSWORD_ENV, password) != password:
+        logger.warning(
+            "%s is set to another password than the one in %s: the URL keeps its own, so "
+            "Tune's state files (tuner.pkl) will hold it; unset %s to keep it out of them",
+            PASSWORD_ENV, redact(url), PASSWORD_ENV,
+        )  # fmt: skip
         return url
     userinfo, _, host = parts.netloc.rpartition("@")
     return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{host}"))

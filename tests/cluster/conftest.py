@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.driver import MLFLOW_URI_ENV, OPTUNA_URL_ENV
+from storage.optuna_storage import PASSWORD_ENV
 
 REQUIRE_SERVERS_ENV = "GMP_REQUIRE_SERVERS"
 PG_BINARIES = ("initdb", "pg_ctl", "postgres")
@@ -296,10 +297,16 @@ def start_ray_node(name: str, folder: Path, env: dict[str, str], options: list[s
     return RayNode(name, process, log_file)
 
 
+INHERITED_CREDENTIALS = {PASSWORD_ENV, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+"""Set in a process by a driver that moved them out of its storage URLs; a node gets its own."""
+
+
 def ray_node_env(head: RayHead, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a `ray start` for `head`'s cluster: its token, this Python's `ray`."""
+    """The environment of a `ray start` for `head`'s cluster: its token, this Python's `ray`,
+    and none of the storage credentials that in-process tests may have left in this process."""
+    inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_CREDENTIALS}
     env = {
-        **os.environ,
+        **inherited,
         **head.client_env,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0",

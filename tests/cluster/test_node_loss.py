@@ -294,11 +294,13 @@ def test_a_lost_head_stops_the_driver_with_a_message_and_the_study_resumes_on_a_
     )  # fmt: skip
     # The workers outlive the head and the driver records their evaluations until it stops
     # (HEAD_LOST_AFTER_S): 400 iterations (about 12 s here) keep the trials training past that.
+    # The head goes while both trials have at least half of their 40 evaluations to go: on a
+    # loaded machine the second trial's actor can start seconds after the first trial's.
     driver = study.run(ray_cluster)
 
     def both_checkpointed() -> bool:
         found = study.results(ray_cluster)
-        if late := [t for t, (_, r) in found.items() if r[-1]["training_iteration"] > LAST_KILL_AT]:
+        if late := [t for t, (_, r) in found.items() if r[-1]["training_iteration"] > 20]:
             pytest.fail(f"trial(s) {late} too far on before both trials had a checkpoint")
         return len(found) == 2 and all(
             checkpoint_registered(folder, rows[-1]["training_iteration"] - 1)

@@ -33,9 +33,17 @@ def test_redact_hides_every_url_password(text, redacted):
     assert redact(text) == redacted
 
 
+def unset_for_this_test(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Unset environment variables `names`; whatever the test sets them to is undone after it
+    (a plain delenv of an unset variable would leave the test's values behind in this process,
+    and the Ray nodes a later test starts would inherit them)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_tracking_credentials_move_from_the_url_to_mlflows_variables(monkeypatch):
-    for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(variable, raising=False)
+    unset_for_this_test(monkeypatch, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     for unchanged in ("http://127.0.0.1:5000", "https://user@host", "sqlite:////r/mlflow.db"):
         assert credentials_to_env(unchanged) == unchanged
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
@@ -44,16 +52,17 @@ def test_tracking_credentials_move_from_the_url_to_mlflows_variables(monkeypatch
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
 
 
-def test_an_optuna_postgres_password_moves_from_the_url_to_libpqs_variable(monkeypatch):
-    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+def test_an_optuna_postgres_password_moves_from_the_url_to_libpqs_variable(monkeypatch, caplog):
+    unset_for_this_test(monkeypatch, PASSWORD_ENV)
     for unchanged in ("sqlite:////r/optuna.db", "journal:///r/j.log", "postgresql://gmp@db/x"):
         assert password_to_env(unchanged) == unchanged
     assert PASSWORD_ENV not in os.environ
     url = "postgresql+psycopg://gmp:p@ss@db:5432/gmp?sslmode=require"
     assert password_to_env(url) == "postgresql+psycopg://gmp@db:5432/gmp?sslmode=require"
     assert os.environ[PASSWORD_ENV] == "p@ss"
-    # one process, one libpq password: a URL with another keeps its own
+    # one process, one libpq password: a URL with another keeps its own, and the user is told
     assert password_to_env("postgresql://other:x@db2/y") == "postgresql://other:x@db2/y"
+    assert "postgresql://other:***@db2/y" in caplog.text and ":x@" not in caplog.text
     assert password_to_env("postgresql://u:p%40ss@db3/z") == "postgresql://u@db3/z"
 
 
