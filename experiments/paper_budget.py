@@ -3,14 +3,14 @@
 Trains nothing: it reads the MLflow records of the studies in examples/paper_budget/, run as a
 user runs them (`gmp study run examples/paper_budget/funnel_dis.yaml --root ROOT`; running the
 same command again continues a stopped study from its last checkpoints), and writes a Markdown
-page with a section per target: one row per (prior family, metric) with the paper's value, ours
+page with a section per study: one row per (prior family, metric) with the paper's value, ours
 (the mean of the last 5 of 100 evaluations on 2000 samples, the paper's protocol), the
 difference, the iterations done, wall and CPU time; a figure of ELBO against iteration; for each
 target given a curve of the authors' JAX step (`--jax-curve TARGET=FILE`, made by `python -m
 bench.jax_dis_step --target TARGET --no-target-score --authors --curve 1000`, with
 `--prior-scale 10` for credit), a figure of the first iterations' training ELBO beside it at
 equal iterations and beside earlier runs of the same studies under other settings (`--earlier
-ROOT=LABEL`). A target whose studies are not under ROOT keeps its section as the page has it.
+ROOT=LABEL`). A study not under ROOT keeps its section as the page has it.
 
 Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
            [--jax-curve TARGET=FILE ...] [--earlier ROOT=LABEL ...]
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +34,29 @@ from storage.layout import StudyPaths
 from storage.records import LAST_EVALUATIONS, TrialRecord, collect
 from trainers.metrics import TRAIN_ELBO
 
-STUDIES = {"paper-budget-funnel-dis": "funnel", "paper-budget-credit-dis": "credit"}
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: a paper-budget study (examples/paper_budget/FILE.yaml), the
+    target whose paper values it is set beside, and its heading."""
+
+    study: str
+    file: str
+    target: str
+    title: str
+
+
+SECTIONS = {  # the page's sections by key (a key names its markers and figures)
+    "credit": Section("paper-budget-credit-dis", "credit_dis", "credit", "credit"),
+    "funnel": Section("paper-budget-funnel-dis", "funnel_dis", "funnel", "funnel"),
+    "funnel_prior_lr": Section(
+        "paper-budget-funnel-dis-prior-lr",
+        "funnel_dis_prior_lr",
+        "funnel",
+        "funnel, the GMP with its prior's learning rate at 5e-3 (ten times the authors')",
+    ),
+}
+TARGET_OF_STUDY = {s.study: s.target for s in SECTIONS.values()}
 PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
     ("funnel", "Gaussian (learned)"): {"elbo": -0.296, "ess": 0.498},
     ("funnel", "GMP"): {"elbo": -0.058, "ess": 0.929, "delta_log_z": 0.019},
@@ -54,7 +77,7 @@ def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
     """One table row per (trial, metric the paper reports for its family), all of one target."""
     table = []
     for record in records:
-        target = STUDIES[record.study]
+        target = TARGET_OF_STUDY[record.study]
         family = f"{record.variant}, K = {record.k}" if record.k > 1 else record.variant
         paper = PAPER.get((target, record.variant), {"elbo": math.nan})
         hours = [_total(client, record, m) / 3600 for m in ("step_wall_s", "step_cpu_s")]
@@ -116,7 +139,7 @@ def start_figure(
     for record in records:
         plot(record, f"ours: {record.variant}, K = {record.k}", "-o")
     for label, runs in earlier.items():
-        for record in (r for r in runs if STUDIES[r.study] == target):
+        for record in (r for r in runs if TARGET_OF_STUDY[r.study] == target):
             plot(record, f"ours, {label}: {record.variant}, K = {record.k}", "--")
     steps = [row["iteration"] for row in jax_curve if row["iteration"] <= START_ITERATIONS]
     values = [row["train_elbo"] for row in jax_curve][: len(steps)]
@@ -138,26 +161,26 @@ def _records(root: str) -> tuple[MlflowClient, set[str], list[TrialRecord]]:
     """The MLflow client of a records folder, its experiments and the paper-budget trials."""
     client = MlflowClient(StudyPaths(Path(root)).mlflow_uri)
     known = {e.name for e in client.search_experiments()}
-    return client, known, collect(client, [s for s in STUDIES if s in known])
+    return client, known, collect(client, [s for s in TARGET_OF_STUDY if s in known])
 
 
-def _marker(target: str, end: bool = False) -> str:
-    return f"<!-- {'end' if end else 'section'}: {target} -->"
+def _marker(key: str, end: bool = False) -> str:
+    return f"<!-- {'end' if end else 'section'}: {key} -->"
 
 
 def kept_sections(page: Path) -> dict[str, str]:
-    """Each target's section of an existing page, markers included (target -> text)."""
+    """Each section of an existing page, markers included (section key -> text)."""
     text = page.read_text() if page.is_file() else ""
     sections = {}
-    for target in set(STUDIES.values()):
-        begin, end = text.find(_marker(target)), text.find(_marker(target, end=True))
+    for key in SECTIONS:
+        begin, end = text.find(_marker(key)), text.find(_marker(key, end=True))
         if 0 <= begin < end:
-            sections[target] = text[begin : end + len(_marker(target, end=True))]
+            sections[key] = text[begin : end + len(_marker(key, end=True))]
     return sections
 
 
-def section(target: str, client: MlflowClient, records: list[TrialRecord], figures: str) -> str:
-    """One target's section: its status, its table and its figures (Markdown)."""
+def section(key: str, client: MlflowClient, records: list[TrialRecord], figures: str) -> str:
+    """One study's section: its status, its table and its figures (Markdown)."""
     header = ["prior", "metric", "paper", "ours", "ours − paper", "iterations", "wall / CPU h"]
     table = [header, ["---"] * len(header), *rows(client, records)]
     unfinished = [r for r in records if r.iterations < BUDGET]
@@ -168,9 +191,9 @@ def section(target: str, client: MlflowClient, records: list[TrialRecord], figur
         else f"All {len(records)} runs reached {BUDGET:,} iterations.\n\n"
     )
     return (
-        f"{_marker(target)}\n## {target}\n\n{status}"
+        f"{_marker(key)}\n## {SECTIONS[key].title}\n\n{status}"
         + "\n".join("| " + " | ".join(row) + " |" for row in table)
-        + f"\n\n{figures}{_marker(target, end=True)}"
+        + f"\n\n{figures}{_marker(key, end=True)}"
     )
 
 
@@ -201,26 +224,26 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sections = kept_sections(out)
-    for target in sorted(set(STUDIES.values())):
-        found = [r for r in records if STUDIES[r.study] == target]
+    for key, part in SECTIONS.items():
+        found = [r for r in records if r.study == part.study]
         if not found:
-            empty = f"{_marker(target)}\n## {target}\n\nNot run yet.\n"
-            sections.setdefault(target, empty + _marker(target, end=True))
+            empty = f"{_marker(key)}\n## {part.title}\n\nNot run yet.\n"
+            sections.setdefault(key, empty + _marker(key, end=True))
             continue
-        elbo_figure = f"paper_budget_{target}.png"
-        figure(target, found, out.parent / elbo_figure)
-        figures = f"![{target}: ELBO against iteration]({elbo_figure})\n\n"
-        if target in jax_curves:
-            start = f"paper_budget_{target}_start.png"
-            start_figure(target, found, jax_curves[target], earlier, out.parent / start)
+        elbo_figure = f"paper_budget_{key}.png"
+        figure(part.target, found, out.parent / elbo_figure)
+        figures = f"![{part.title}: ELBO against iteration]({elbo_figure})\n\n"
+        if part.target in jax_curves:
+            start = f"paper_budget_{key}_start.png"
+            start_figure(part.target, found, jax_curves[part.target], earlier, out.parent / start)
             figures += (
                 f"![The first {START_ITERATIONS:,} iterations beside the authors' step]"
                 f"({start})\n\n"
             )
-        sections[target] = section(target, client, found, figures)
+        sections[key] = section(key, client, found, figures)
     commands = "\n".join(
-        f"    gmp study run examples/paper_budget/{t}_dis.yaml --root ROOT"
-        for t in sorted(set(STUDIES.values()))
+        f"    gmp study run examples/paper_budget/{part.file}.yaml --root ROOT"
+        for part in SECTIONS.values()
     )
     out.write_text(
         "# The paper's numbers at the paper's budget\n\n"
@@ -235,11 +258,11 @@ def main() -> None:
         "--target funnel --no-target-score --authors --curve 1000 > jax_funnel.json`, and the "
         "same with `--target credit --prior-scale 10` for credit (JAX is not a dependency of "
         "gmp: bench/jax_dis_step.py says how to install it). "
-        "The last command rewrites the section of each target whose studies it finds under "
-        "ROOT and keeps the other sections as they are, so targets may run at different times "
-        "or on different machines. Why the numbers differ from the paper's: "
+        "The last command rewrites the section of each study it finds under ROOT and keeps "
+        "the other sections as they are, so studies may run at different times or on "
+        "different machines. Why the numbers differ from the paper's: "
         "[results_discussion.md](results_discussion.md#the-paper-budget).\n\n"
-        + "\n\n".join(sections[t] for t in sorted(sections))
+        + "\n\n".join(sections[key] for key in SECTIONS)
         + "\n"
     )
     print(out.read_text())
