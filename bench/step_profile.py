@@ -8,6 +8,11 @@ its GELUs, copies, reductions, other element-wise work, random numbers, and the 
 bookkeeping and every operator not named above); "outside operators" is the wall time that no
 operator accounts for (Python, the interpreter's dispatch, waiting). With more than one thread
 the operators' self CPU time adds up the threads, so shares are of CPU time, not of wall time.
+
+"network alone" times, without the profiler, the same network (its weights and time terms)
+applied N times in a bare loop x <- x + dt u(x) with the backward pass of a sum: the work no
+change to the integrator, the prior or the target can remove. The step's wall time over it
+says how much is left to gain outside the network's matrix products and activations.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -39,6 +45,13 @@ KINDS = (
 )
 
 
+class Timings(NamedTuple):
+    """Unprofiled wall seconds per iteration: the training step and its network alone."""
+
+    step: float
+    network_alone: float
+
+
 def kind_of(name: str) -> str:
     """The kind of work an operator's name belongs to."""
     for kind, pattern in KINDS:
@@ -47,8 +60,9 @@ def kind_of(name: str) -> str:
     return "rest (autograd, other operators)"
 
 
-def profile_target(target: str, k: int, iters: int) -> tuple[float, dict[str, float]]:
-    """Wall seconds per iteration and self CPU seconds per iteration by kind."""
+def profile_target(target: str, k: int, iters: int) -> tuple[float, Timings, dict[str, float]]:
+    """Profiled wall seconds per iteration, the unprofiled step and network alone (seconds per
+    iteration), and self CPU seconds per iteration by kind."""
     kwargs, batch, init_dt = SETTINGS[target]
     config = TrainerConfig.model_validate(
         {
@@ -63,6 +77,10 @@ def profile_target(target: str, k: int, iters: int) -> tuple[float, dict[str, fl
     )
     trainer = Trainer(config)
     trainer.train(1)
+    start = time.perf_counter()
+    trainer.train(iters)
+    step = (time.perf_counter() - start) / iters
+    floor = network_alone(trainer, batch, iters)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         trainer.train(iters)
@@ -70,7 +88,29 @@ def profile_target(target: str, k: int, iters: int) -> tuple[float, dict[str, fl
     by_kind: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
         by_kind[kind_of(event.key)] += event.self_cpu_time_total / 1e6 / iters
-    return wall, dict(by_kind)
+    return wall, Timings(step, floor), dict(by_kind)
+
+
+def network_alone(trainer: Trainer, batch: int, iters: int) -> float:
+    """Wall seconds per iteration of the trainer's network over N steps, forward and backward."""
+    network = trainer.sampler.network
+    schedule = trainer.sampler.schedule
+    dim = trainer.target.dim
+
+    def run() -> None:
+        times = network.step_times(schedule.n_steps, torch.device("cpu"), torch.float32)
+        terms = network.time_terms(times)
+        x = torch.randn(batch, dim)
+        for n in range(schedule.n_steps):
+            x = x + 0.01 * network.control(x, terms.row(n), None)
+        x.square().sum().backward()
+
+    run()
+    start = time.perf_counter()
+    for _ in range(iters):
+        run()
+    trainer.sampler.zero_grad()
+    return (time.perf_counter() - start) / iters
 
 
 def main() -> None:
@@ -85,9 +125,14 @@ def main() -> None:
     print(f"threads={args.threads}, load average {os.getloadavg()[0]:.2f}")
     for target in args.targets:
         for k in args.k:
-            wall, by_kind = profile_target(target, k, args.iters)
+            wall, timings, by_kind = profile_target(target, k, args.iters)
             total = sum(by_kind.values())
-            print(f"\n{target}, K = {k}: {wall:.3f} s/iter wall, {total:.3f} s/iter in operators")
+            print(
+                f"\n{target}, K = {k}: step {timings.step:.3f} s/iter, network alone "
+                f"{timings.network_alone:.3f} s/iter, step / network alone "
+                f"{timings.step / timings.network_alone:.2f} (no profiler)"
+            )
+            print(f"profiled: {wall:.3f} s/iter wall, {total:.3f} s/iter in operators")
             for kind, seconds in sorted(by_kind.items(), key=lambda item: -item[1]):
                 print(f"  {kind:34} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
             if args.threads == 1:

@@ -179,17 +179,22 @@ def kept_sections(page: Path) -> dict[str, str]:
     return sections
 
 
+def finish_status(unfinished: int, runs: int) -> str:
+    """The sentence above a section's table: whether its runs reached the budget."""
+    if unfinished:
+        return (
+            f"**In progress:** {unfinished} of {runs} runs have not reached {BUDGET:,} "
+            "iterations (see the iterations column); their rows are interim values.\n\n"
+        )
+    every = "The run" if runs == 1 else "Both runs" if runs == 2 else f"All {runs} runs"
+    return f"{every} reached {BUDGET:,} iterations.\n\n"
+
+
 def section(key: str, client: MlflowClient, records: list[TrialRecord], figures: str) -> str:
     """One study's section: its status, its table and its figures (Markdown)."""
     header = ["prior", "metric", "paper", "ours", "ours − paper", "iterations", "wall / CPU h"]
     table = [header, ["---"] * len(header), *rows(client, records)]
-    unfinished = [r for r in records if r.iterations < BUDGET]
-    status = (
-        f"**In progress:** {len(unfinished)} of {len(records)} runs have not reached "
-        f"{BUDGET:,} iterations (see the iterations column); their rows are interim values.\n\n"
-        if unfinished
-        else f"All {len(records)} runs reached {BUDGET:,} iterations.\n\n"
-    )
+    status = finish_status(sum(r.iterations < BUDGET for r in records), len(records))
     return (
         f"{_marker(key)}\n## {SECTIONS[key].title}\n\n{status}"
         + "\n".join("| " + " | ".join(row) + " |" for row in table)
