@@ -55,6 +55,12 @@ SECTIONS = {  # the page's sections by key (a key names its markers and figures)
         "funnel",
         "funnel, the GMP with its prior's learning rate at 5e-3 (ten times the authors')",
     ),
+    "credit_prior_lr": Section(
+        "paper-budget-credit-dis-prior-lr",
+        "credit_dis_prior_lr",
+        "credit",
+        "credit, the prior's learning rate at 5e-3 (ten times the authors')",
+    ),
 }
 TARGET_OF_STUDY = {s.study: s.target for s in SECTIONS.values()}
 PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights

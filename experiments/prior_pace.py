@@ -1,15 +1,17 @@
-"""How far the prior can move in the paper's budget: funnel d=10, DIS, the learned Gaussian and
-a 5-component GMP, the prior's learning rate at the authors' 5e-4 and at 10x that.
+"""How far the prior can move in the paper's budget: funnel d=10 or credit, DIS, the learned
+Gaussian and a 5-component GMP, the prior's learning rate at the authors' 5e-4 and at 10x that.
 
 Adam moves a parameter by at most about its learning rate per iteration, so at 5e-4 a mean or a
 softplus scale parameter moves at most about 5 in 10,000 iterations. The funnel's first
 coordinate has scale 3 (the softplus parameter must go from 0.54 to 2.95) and a GMP's components
-must spread along it. This trains the paper-budget study's settings (examples/paper_budget/
-funnel_dis.yaml) at a smaller batch, fewer steps and a narrower network, so that each run takes
+must spread along it; credit's posterior is far narrower than the prior's start, so every
+component must contract. This trains the paper-budget study's settings (examples/paper_budget/
+TARGET_dis.yaml) at a smaller batch, fewer steps and a narrower network, so that each run takes
 minutes, and prints per run the ELBO (mean of the last 5 evaluations on 2000 samples), the
-prior's scale along the first coordinate, and the spread of the component means along it.
+prior's mean scale over all coordinates and along the first, and the spread of the component
+means along the first.
 
-Usage: python -m experiments.funnel_prior_pace [--iterations 3000] [--workers 2]
+Usage: python -m experiments.prior_pace [--target funnel|credit] [--iterations 3000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -25,17 +27,22 @@ import torch
 from orchestrator.spec import load_spec
 from trainers import Trainer
 
-STUDY = Path(__file__).resolve().parents[1] / "examples" / "paper_budget" / "funnel_dis.yaml"
+STUDIES = Path(__file__).resolve().parents[1] / "examples" / "paper_budget"
 SMALLER = {"batch_size": 500, "time.n_steps": 64, "network.hidden": 64}
 LAST_EVALUATIONS = 5
 EVAL_INTERVAL = 100
 
 
-def run(job: tuple[int, float, int]) -> dict[str, float]:
-    """Train one (K, prior learning rate) for `iterations` and summarise its prior."""
-    k, lr_prior, iterations = job
+def study_file(target: str) -> Path:
+    """The paper-budget DIS study file of `target`."""
+    return STUDIES / f"{target}_dis.yaml"
+
+
+def run(job: tuple[str, int, float, int]) -> dict[str, float]:
+    """Train one (K, prior learning rate) on `target` for `iterations` and summarise its prior."""
+    target, k, lr_prior, iterations = job
     torch.set_num_threads(1)
-    spec = load_spec(STUDY)
+    spec = load_spec(study_file(target))
     config = spec.trainer_config({**SMALLER, "prior.k_max": k, "optim.lr_prior": lr_prior})
     trainer = Trainer(config)
     start = time.perf_counter()
@@ -45,11 +52,13 @@ def run(job: tuple[int, float, int]) -> dict[str, float]:
         elbos.append(trainer.evaluate().metrics["elbo"])
     prior = trainer.prior
     first = prior.means[prior.active, 0].detach()
+    scales = prior.scales[prior.active].detach()
     return {
         "k": k,
         "lr_prior": lr_prior,
         "elbo": statistics.fmean(elbos[-LAST_EVALUATIONS:]),
-        "scale_x0": prior.scales[prior.active, 0].mean().item(),
+        "scale": scales.mean().item(),
+        "scale_x0": scales[:, 0].mean().item(),
         "means_x0": f"{first.min().item():+.2f}..{first.max().item():+.2f}",
         "seconds": time.perf_counter() - start,
     }
@@ -58,19 +67,22 @@ def run(job: tuple[int, float, int]) -> dict[str, float]:
 def main() -> None:
     """Run the four (K, learning rate) pairs in a process pool and print one row each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=("funnel", "credit"), default="funnel")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    jobs = [(k, lr, args.iterations) for lr in (5e-4, 5e-3) for k in (1, 5)]
+    jobs = [(args.target, k, lr, args.iterations) for lr in (5e-4, 5e-3) for k in (1, 5)]
     print(
-        f"funnel d=10, DIS, {args.iterations} iterations at batch 500, N = 64, width 64 (else "
-        f"as {STUDY.name}); ELBO: mean of the last {LAST_EVALUATIONS} evaluations on 2000 samples"
+        f"{args.target}, DIS, {args.iterations} iterations at batch 500, N = 64, width 64 (else "
+        f"as {study_file(args.target).name}); ELBO: mean of the last {LAST_EVALUATIONS} "
+        "evaluations on 2000 samples"
     )
-    print("K  lr_prior  ELBO     scale along x0  means along x0  seconds")
+    print("K  lr_prior  ELBO      mean scale  scale along x0  means along x0  seconds")
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(run, jobs):
             print(
-                f"{row['k']}  {row['lr_prior']:.0e}   {row['elbo']:7.3f}  {row['scale_x0']:14.2f}"
+                f"{row['k']}  {row['lr_prior']:.0e}   {row['elbo']:8.3f}  {row['scale']:10.3f}"
+                f"  {row['scale_x0']:14.2f}"
                 f"  {row['means_x0']:14s}  {row['seconds']:.0f}"
             )
 
