@@ -87,6 +87,11 @@ class NetworkConfig(_Strict):
         description="initial scale of the target score (bias); none: the sampler's default "
         "(DIS: 1; MCD/CMCD/DBS: 0)",
     )
+    activation: Literal["gelu", "gelu_tanh"] = Field(
+        "gelu",
+        description="the GELU between layers: gelu = exact (x Phi(x)); gelu_tanh = its tanh "
+        "approximation (flax's default, the authors' code)",
+    )
 
     def with_defaults(self, use_target_score: bool, score_scale_init: float) -> NetworkConfig:
         """This configuration with the fields left open (None) set to a sampler's defaults."""

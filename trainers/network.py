@@ -40,8 +40,13 @@ def _constant_(linear: nn.Linear, weight: float, bias: float) -> nn.Linear:
     return linear
 
 
-def _gelu_mlp(layers: list[nn.Linear], leading_gelu: bool = False) -> nn.Sequential:
-    """Linear layers with a GELU before each but the first.
+GELU_APPROXIMATION = {"gelu": "none", "gelu_tanh": "tanh"}  # NetworkConfig.activation -> torch
+
+
+def _gelu_mlp(
+    layers: list[nn.Linear], activation: str, leading_gelu: bool = False
+) -> nn.Sequential:
+    """Linear layers with a GELU (`activation`, see NetworkConfig) before each but the first.
 
     `leading_gelu` puts one before the first layer too (for an MLP whose input layer lives
     elsewhere).
@@ -49,7 +54,7 @@ def _gelu_mlp(layers: list[nn.Linear], leading_gelu: bool = False) -> nn.Sequent
     modules: list[nn.Module] = []
     for i, layer in enumerate(layers):
         if i or leading_gelu:
-            modules.append(nn.GELU())
+            modules.append(nn.GELU(approximate=GELU_APPROXIMATION[activation]))
         modules.append(layer)
     return nn.Sequential(*modules)
 
@@ -94,12 +99,15 @@ class ControlNetwork(nn.Module):
             return _lecun_normal_(nn.Linear(n_in, n_out), generator)
 
         self.time_features = FourierTimeFeatures(n_feat)
-        self.time_embedding = _gelu_mlp([dense(2 * n_feat, hidden), dense(hidden, hidden)])
+        activation = config.activation
+        self.time_embedding = _gelu_mlp(
+            [dense(2 * n_feat, hidden), dense(hidden, hidden)], activation
+        )
         state_layers = [dense(dim + hidden, hidden)]
         state_layers += [dense(hidden, hidden) for _ in range(config.n_layers - 1)]
         state_layers.append(_constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, 0.0))
         self.state_input = state_layers[0]
-        self.state_net = _gelu_mlp(state_layers[1:], leading_gelu=True)
+        self.state_net = _gelu_mlp(state_layers[1:], activation, leading_gelu=True)
         self.score_net: nn.Sequential | None = None
         if config.use_target_score:
             score_layers = [dense(2 * n_feat, hidden)]
@@ -107,7 +115,7 @@ class ControlNetwork(nn.Module):
             score_layers.append(
                 _constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, config.score_scale_init)
             )
-            self.score_net = _gelu_mlp(score_layers)
+            self.score_net = _gelu_mlp(score_layers, activation)
 
     def step_times(self, n_steps: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The times of steps n = 0..N [N + 1] as the network sees them (`time_input`)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import pytest
 import torch
 from torch import nn
 
@@ -40,8 +42,21 @@ def test_fourier_features() -> None:
     torch.testing.assert_close(net.time_features(t), expected)
 
 
-def test_state_net_sees_the_concatenation_of_state_and_time_embedding() -> None:
-    net = make(n_layers=3)
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    """x Phi(x), Phi the standard normal CDF."""
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation of GELU (flax's default)."""
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+@pytest.mark.parametrize(("activation", "gelu"), [("gelu", gelu_exact), ("gelu_tanh", gelu_tanh)])
+def test_state_net_sees_the_concatenation_of_state_and_time_embedding(
+    activation: str, gelu: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    net = make(n_layers=3, activation=activation)
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for p in net.parameters():
@@ -49,12 +64,13 @@ def test_state_net_sees_the_concatenation_of_state_and_time_embedding() -> None:
     x, score = inputs()
     t = torch.tensor(0.7, dtype=torch.float64)
     features = net.time_features(t.reshape(1))
-    embedding = net.time_embedding(features).expand(len(x), -1)
+    first, second = (m for m in net.time_embedding if isinstance(m, nn.Linear))
+    embedding = second(gelu(first(features))).expand(len(x), -1)
     hidden = net.state_input(torch.cat([x, embedding], dim=-1))
     linears = [m for m in net.state_net if isinstance(m, nn.Linear)]
     assert len(linears) == 3
     for layer in linears:
-        hidden = layer(torch.nn.functional.gelu(hidden))
+        hidden = layer(gelu(hidden))
     expected = hidden + net.score_net(features) * score.clamp(-100, 100)
     torch.testing.assert_close(net(x, t, score), expected.clamp(-1e4, 1e4))
     terms = net.time_terms(torch.tensor([0.1, 0.7], dtype=torch.float64))
