@@ -93,16 +93,14 @@ def profile_target(target: str, k: int, iters: int) -> tuple[float, Timings, dic
 
 def network_alone(trainer: Trainer, batch: int, iters: int) -> float:
     """Wall seconds per iteration of the trainer's network over N steps, forward and backward."""
-    network = trainer.sampler.network
-    schedule = trainer.sampler.schedule
-    dim = trainer.target.dim
+    sampler = trainer.sampler
+    n_steps, dim = sampler.schedule.n_steps, trainer.target.dim
 
     def run() -> None:
-        times = network.step_times(schedule.n_steps, torch.device("cpu"), torch.float32)
-        terms = network.time_terms(times)
+        terms = sampler.step_terms().forward  # the time terms as the step computes them
         x = torch.randn(batch, dim)
-        for n in range(schedule.n_steps):
-            x = x + 0.01 * network.control(x, terms.row(n), None)
+        for n in range(n_steps):
+            x = x + 0.01 * sampler.network.control(x, terms.row(n), None)
         x.square().sum().backward()
 
     run()
