@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,13 +14,14 @@ from targets.base import SupportRegion, Target
 
 class CountingTarget(Target):
     """`base` with a count of the points at which log rho (with or without its gradient) was
-    evaluated: one per row of every call, however the call is made."""
+    evaluated: one per row of every call, however the call is made (from any thread)."""
 
     def __init__(self, base: Target) -> None:
         super().__init__()
         self.base = base
         self.evaluations = 0
         self.set_aside = 0  # evaluations of the last `uncounted` block
+        self._lock = threading.Lock()
         for key in ("name", "dim", "log_Z", "has_samples", "n_modes", "make_args", "device"):
             setattr(self, key, getattr(base, key))
 
@@ -40,16 +42,20 @@ class CountingTarget(Target):
             self.set_aside = self.evaluations - before
             self.evaluations = before
 
+    def _count(self, x: Tensor) -> None:
+        with self._lock:
+            self.evaluations += len(x)
+
     def log_prob(self, x: Tensor) -> Tensor:
-        self.evaluations += len(x)
+        self._count(x)
         return self.base.log_prob(x)
 
     def log_prob_and_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        self.evaluations += len(x)
+        self._count(x)
         return self.base.log_prob_and_score(x)
 
     def score(self, x: Tensor) -> Tensor:
-        self.evaluations += len(x)
+        self._count(x)
         return self.base.score(x)
 
     def support(self) -> SupportRegion:

@@ -11,7 +11,10 @@ normalising constants cancel and are never computed.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -218,10 +221,35 @@ class Sampler(nn.Module):
         return x_next, log_backward + minus_log_forward
 
     def rollout(
-        self, n: int, generator: torch.Generator | None, *, detach: bool = False
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        *,
+        detach: bool = False,
+        threads: int = 1,
     ) -> Rollout:
-        """Simulate `n` trajectories; `detach` stops gradients through the states."""
-        x, components = self.prior.rsample_with_components(n, generator)
+        """Simulate `n` trajectories; `detach` stops gradients through the states.
+
+        `threads` CPU threads integrate row blocks of the batch at once (`row_blocks`); the
+        trajectories are the same for any count, up to floating-point rounding.
+        """
+        parts = self._rollout_parts(n, generator, detach, threads)
+        if len(parts) == 1:
+            return parts[0]
+        return Rollout(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
+
+    def _rollout_parts(
+        self, n: int, generator: torch.Generator | None, detach: bool, threads: int
+    ) -> list[Rollout]:
+        """The rollouts of `n` trajectories' row blocks, integrated in parallel threads."""
+        blocks = row_blocks(n, threads if self.prior.means.device.type == "cpu" else 1)
+        noise = RolloutNoise(self.prior, n, self.schedule.n_steps, generator, len(blocks))
+        return in_parallel(lambda rows: self._integrate(noise, rows, detach), blocks)
+
+    def _integrate(self, noise: RolloutNoise, rows: slice, detach: bool) -> Rollout:
+        """The trajectories of rows `rows` of a rollout whose random draws are `noise`."""
+        components = noise.components[rows]
+        x = self.prior.place(components, noise.initial[rows])
         if detach:
             x = x.detach()
         log_weights = -self.prior.log_prob(x)
@@ -239,7 +267,7 @@ class Sampler(nn.Module):
                 score = self.target.score(x.detach())
             eps = out = into = None
             if not last:
-                eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                eps = noise.step(i, rows)
                 out = StepOut(etas[i], noise_scales[i], quarter_inv_etas[i])
             if i:
                 into = StepInto(etas[i - 1], quarter_inv_etas[i - 1])
@@ -257,18 +285,99 @@ class Sampler(nn.Module):
             log_rho = _LogProbWithScore.apply(x, log_rho, score)
         return Rollout(x.detach(), log_weights + log_rho, components)
 
-    def loss(
-        self, batch_size: int, generator: torch.Generator | None
+    def loss_and_gradients(
+        self, batch_size: int, generator: torch.Generator | None, threads: int = 1
     ) -> tuple[Tensor, dict[str, float]]:
-        """The training loss on a fresh batch and statistics of its log weights (floats)."""
-        rollout = self.rollout(batch_size, generator, detach=self.loss_kind == "logvar")
-        log_w = rollout.log_weights
+        """The training loss on a fresh batch and statistics of its log weights (floats); the
+        loss's gradients are stored in the parameters' `.grad` (replacing what was there).
+
+        With `threads` > 1, row blocks of the batch are integrated and differentiated in
+        parallel threads and their gradients added in a fixed order: the result is
+        deterministic and differs from one thread's only by floating-point rounding.
+        """
+        parts = self._rollout_parts(batch_size, generator, self.loss_kind == "logvar", threads)
+        log_w = torch.cat([part.log_weights.detach() for part in parts]).requires_grad_()
         loss = -log_w.mean() if self.loss_kind == "rkl" else log_w.var()
+        (loss_by_log_w,) = torch.autograd.grad(loss, log_w)
+        params = [param for param in self.parameters() if param.requires_grad]
+        upstream = loss_by_log_w.split([len(part.log_weights) for part in parts])
+
+        def gradients(block: tuple[Rollout, Tensor]) -> tuple[Tensor | None, ...]:
+            part, grad = block
+            return torch.autograd.grad(part.log_weights, params, grad, allow_unused=True)
+
+        block_grads = in_parallel(gradients, list(zip(parts, upstream, strict=True)))
+        for param, grads in zip(params, zip(*block_grads, strict=True), strict=True):
+            present = [grad for grad in grads if grad is not None]
+            param.grad = functools.reduce(torch.add, present) if present else None
         log_w = log_w.detach()
-        return loss, {ELBO: elbo(log_w), LOG_Z: log_z_estimate(log_w), ESS: ess(log_w)}
+        stats = {ELBO: elbo(log_w), LOG_Z: log_z_estimate(log_w), ESS: ess(log_w)}
+        return loss.detach(), stats
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, threads: int = 1
+    ) -> tuple[Tensor, Tensor]:
         """`n` samples x_N [n, d] and their log importance weights [n]."""
-        rollout = self.rollout(n, generator)
+        rollout = self.rollout(n, generator, threads=threads)
         return rollout.x, rollout.log_weights
+
+
+MIN_ROWS_PER_THREAD = 128  # below this a thread's share of the batch costs more than it saves
+
+
+def row_blocks(n: int, threads: int) -> list[slice]:
+    """Contiguous row ranges that split `n` rows among at most `threads` threads, each with at
+    least MIN_ROWS_PER_THREAD rows (one block for a small batch)."""
+    count = max(1, min(threads, n // MIN_ROWS_PER_THREAD))
+    return [slice(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
+@functools.cache
+def _thread_pool(size: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(size, thread_name_prefix="gmp-rows")
+
+
+def in_parallel(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """[fn(item) for item in items], one thread per item (inline for a single item)."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    return list(_thread_pool(len(items)).map(fn, items))
+
+
+class RolloutNoise:
+    """The random draws of one rollout of `n` trajectories, made in one fixed order whoever asks
+    first: the prior's slots and x_0's noise, then eps_n [n, d] for n = 0..N-1. Threads that
+    integrate different rows read the same draws, so a batch's trajectories do not depend on how
+    it is split. A step's draw is kept until each of `readers` has read it."""
+
+    def __init__(
+        self,
+        prior: GaussianMixturePrior,
+        n: int,
+        n_steps: int,
+        generator: torch.Generator | None,
+        readers: int,
+    ) -> None:
+        self.components, self.initial = prior.draw(n, generator)
+        self._generator = generator
+        self._readers = readers
+        self._drawn: dict[int, Tensor] = {}
+        self._n_drawn = 0
+        self._reads = [0] * n_steps
+        self._lock = threading.Lock()
+
+    def step(self, i: int, rows: slice) -> Tensor:
+        """Rows `rows` of eps_i, drawing eps_0..eps_i first where not yet drawn."""
+        with self._lock:
+            while self._n_drawn <= i:
+                like = self.initial
+                self._drawn[self._n_drawn] = torch.randn(
+                    like.shape, generator=self._generator, device=like.device, dtype=like.dtype
+                )
+                self._n_drawn += 1
+            eps = self._drawn[i]
+            self._reads[i] += 1
+            if self._reads[i] == self._readers:
+                del self._drawn[i]
+        return eps[rows]

@@ -113,14 +113,9 @@ class GaussianMixturePrior(nn.Module):
         score = _mixture_score(x, responsibilities, precision, means * precision)
         return log_prob - self._log_n_active(x), score
 
-    def rsample_with_components(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """`n` reparameterised samples [n, d] and the slot index [n] each was drawn from.
-
-        The slot is drawn uniformly over the active ones without gradient; the sample
-        mu_k + sigma_k * eps carries gradients to the means and scales.
-        """
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The randomness of `n` samples: slots [n] (uniform over the active ones) and standard
+        normal noise [n, d]; `place` turns them into samples."""
         means = self.means
         if self.k_max == 1:
             components = torch.zeros(n, dtype=torch.long, device=means.device)
@@ -129,7 +124,20 @@ class GaussianMixturePrior(nn.Module):
                 self.active.to(means.dtype), n, replacement=True, generator=generator
             )
         eps = torch.randn(n, self.dim, generator=generator, device=means.device, dtype=means.dtype)
-        return means[components] + self.scales[components] * eps, components
+        return components, eps
+
+    def place(self, components: Tensor, eps: Tensor) -> Tensor:
+        """Samples mu_k + sigma_k * eps [n, d] of slots `components` [n]: reparameterised, so
+        gradients reach the means and scales."""
+        return self.means[components] + self.scales[components] * eps
+
+    def rsample_with_components(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """`n` reparameterised samples [n, d] and the slot index [n] each was drawn from
+        (`draw`, then `place`)."""
+        components, eps = self.draw(n, generator)
+        return self.place(components, eps), components
 
     def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` reparameterised samples [n, d] (see `rsample_with_components`)."""

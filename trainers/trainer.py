@@ -82,14 +82,22 @@ class Trainer:
     """Trains one sampler configuration on one target, deterministically for a seed.
 
     `executor` (a `map`-like callable) runs IMR's per-component work items; the orchestrator
-    passes Ray tasks, the default runs them in-process.
+    passes Ray tasks, the default runs them in-process. `threads` CPU threads share every
+    rollout, each integrating a block of the batch's rows (`Sampler.rollout`): results are the
+    same for any count up to floating-point rounding, and bitwise the same for the same count.
     """
 
     def __init__(
-        self, config: TrainerConfig, target: Target | None = None, executor: Executor = map
+        self,
+        config: TrainerConfig,
+        target: Target | None = None,
+        executor: Executor = map,
+        *,
+        threads: int = 1,
     ) -> None:
         self.config = config
         self.executor = executor
+        self.threads = threads
         self.device = resolve_device(config.device)
         self.dtype = getattr(torch, config.dtype)
         if target is None:
@@ -151,9 +159,9 @@ class Trainer:
         """One training step; its `elbo`, `log_z` and `ess` are at its `temperature`."""
         temperature = self.annealing.temperature(self.iteration)
         with tempered(self.sampler, temperature):  # backward too: it may read the target
-            loss, stats = self.sampler.loss(self.config.batch_size, self.generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, stats = self.sampler.loss_and_gradients(
+                self.config.batch_size, self.generator, self.threads
+            )
         grad_norm = self._clean_and_clip_gradients()
         self.optimizer.step()
         self.iteration += 1
@@ -194,7 +202,9 @@ class Trainer:
             if imr.chain_starts == "samples":  # the rollout's evaluations are IMR's
                 generator = self._stream(_IMR, self.device)
                 with self.counted_target.uncounted() as counted:
-                    samples = self.sampler.rollout(self.config.batch_size, generator).x
+                    samples = self.sampler.rollout(
+                        self.config.batch_size, generator, threads=self.threads
+                    ).x
                 self.imr_target_evals += counted.set_aside
             proposal = propose_component(
                 self.prior,
@@ -241,13 +251,17 @@ class Trainer:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """`n` samples [n, d] and log weights [n] (a fresh stream per iteration by default)."""
-        return self.sampler.sample(n, generator or self._stream(_EVAL, self.device))
+        return self.sampler.sample(
+            n, generator or self._stream(_EVAL, self.device), threads=self.threads
+        )
 
     def evaluate(self, n_samples: int | None = None) -> EvalResult:
         """Metrics of `n_samples` (default `config.eval_samples`) fresh samples."""
         n = n_samples or self.config.eval_samples
         with torch.no_grad(), self.counted_target.uncounted():  # evaluation is not training
-            rollout = self.sampler.rollout(n, self._stream(_EVAL, self.device))
+            rollout = self.sampler.rollout(
+                n, self._stream(_EVAL, self.device), threads=self.threads
+            )
         metrics = evaluate_samples(
             rollout.log_weights, rollout.x, self.target, generator=self._stream(_METRICS, "cpu")
         )

@@ -188,8 +188,7 @@ def test_betas_run_from_zero_to_one_monotonically_and_learn() -> None:
     betas_module = trainer.sampler.betas
     lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
     assert lr_of[id(betas_module.raw_increments)] == 0.05  # the betas train with lr_time
-    loss, _ = trainer.sampler.loss(64, torch.Generator().manual_seed(0))
-    loss.backward()
+    trainer.sampler.loss_and_gradients(64, torch.Generator().manual_seed(0))
     grad = betas_module.raw_increments.grad
     assert grad is not None and grad.abs().min() > 0
     before = betas_module().detach()
