@@ -52,10 +52,12 @@ def limit_threads(threads: int) -> None:
 def run_one(spec: dict) -> dict:
     """Build a trainer for `spec`, time `iters` iterations after `warmup`; a result row.
 
-    `spec["threads"]` None takes gmp train's thread policy (orchestrator/threads.py); `spec["pin"]`
-    (default true) also confines the process to that many CPUs (`limit_threads`).
+    `spec["threads"]` None takes gmp train's thread policy (orchestrator/threads.py: row-block
+    threads as the machine leaves CPUs free, judged over the warm-up); otherwise torch runs that
+    many intra-op threads and the trainer `spec["row_threads"]` (default 1) row-block threads.
+    `spec["pin"]` (default true) also confines the process to `threads` CPUs (`limit_threads`).
     """
-    from orchestrator.threads import use_threads
+    from orchestrator.threads import AdaptiveThreads, training_threads, use_threads
 
     if spec["threads"] is not None and spec.get("pin", True):
         limit_threads(spec["threads"])
@@ -63,7 +65,12 @@ def run_one(spec: dict) -> dict:
 
     from trainers import Trainer, TrainerConfig
 
-    threads_used = use_threads() if spec["threads"] is None else use_threads(spec["threads"])
+    adaptive = AdaptiveThreads() if spec["threads"] is None else None
+    if adaptive is not None:
+        row_threads = training_threads(adaptive.most)
+    else:
+        use_threads(spec["threads"])
+        row_threads = spec.get("row_threads", 1)
     kwargs, batch, init_dt = SETTINGS[spec["target"]]
     config = TrainerConfig.model_validate(
         {
@@ -77,12 +84,14 @@ def run_one(spec: dict) -> dict:
             "network": {"use_target_score": spec["target_score"]},
         }
     )
-    trainer = Trainer(config)
+    trainer = Trainer(config, threads=row_threads)
     cuda = trainer.device.type == "cuda"
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm_start = time.perf_counter()
     trainer.train(spec["warmup"])
     warmup_s = time.perf_counter() - warm_start
+    if adaptive is not None:
+        trainer.threads = adaptive.next()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -108,7 +117,8 @@ def run_one(spec: dict) -> dict:
         "warmup_s": warmup_s,
         "peak_mb": peak_mb,
         "device_name": str(trainer.device),
-        "threads_used": threads_used,
+        "threads_used": max(torch.get_num_threads(), trainer.threads),
+        "row_threads": trainer.threads,
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -27,7 +27,7 @@ from orchestrator.spec import (
     set_path,
     study_folder,
 )
-from orchestrator.threads import THREADS_ENV, ThreadSettingError, use_threads
+from orchestrator.threads import THREADS_ENV, AdaptiveThreads, ThreadSettingError, training_threads
 from trainers.config import SamplerName
 
 if TYPE_CHECKING:
@@ -270,25 +270,32 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     if out is not None and out.exists() and any(out.iterdir()):
         raise BadInputError(f"--out {out}: the folder exists and is not empty")
     try:
-        threads = use_threads()
+        threads = AdaptiveThreads()
     except ThreadSettingError as err:
         raise BadInputError(str(err)) from None
+    training_threads(threads.most)
+    if threads.fixed is None:
+        thread_note = f"up to {threads.most} CPU threads, fewer while other work holds the CPUs"
+    else:
+        thread_note = f"{threads.fixed} CPU thread{'s' if threads.fixed > 1 else ''}"
     console.print(
         f"training {spec.name} ({spec.sampler}, {spec.target.name}) for "
         f"{spec.budget.iterations} iterations with {params or 'the fixed settings'} "
-        f"({threads} CPU thread{'s' if threads > 1 else ''}; set {THREADS_ENV} to change)",
+        f"({thread_note}; set {THREADS_ENV} to change)",
         markup=False,
     )
     trainer = Trainer(config)
     shown = spec_metrics(spec)
     start = time.perf_counter()
     while trainer.iteration < spec.budget.iterations:
+        trainer.threads = threads.next()
         trainer.train(min(spec.budget.eval_interval, spec.budget.iterations - trainer.iteration))
         metrics = trainer.evaluate().metrics
         values = "  ".join(f"{m}={_short(metrics.get(m))}" for m in shown)
         elapsed = time.perf_counter() - start
         console.print(
-            f"iteration {trainer.iteration:>6}/{spec.budget.iterations}  {elapsed:7.1f}s  {values}",
+            f"iteration {trainer.iteration:>6}/{spec.budget.iterations}  {elapsed:7.1f}s  "
+            f"{values}  threads={trainer.threads}",
             markup=False,
         )
         if not math.isfinite(metrics.get(spec.primary.metric, math.nan)):

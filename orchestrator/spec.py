@@ -171,7 +171,9 @@ class Scheduler(_Strict):
 class Resources(_Strict):
     """What one trial holds: CPUs and (fractional) GPUs, plus one CPU per parallel IMR task."""
 
-    cpus: float = Field(1.0, gt=0, description="CPUs of a trial (also its torch threads)")
+    cpus: float = Field(
+        1.0, gt=0, description="CPUs of a trial (also its training threads, one per whole CPU)"
+    )
     gpus: float = Field(0.0, ge=0, description="GPUs of a trial; a fraction shares one GPU")
     imr_task_cpus: float = Field(1.0, gt=0, description="CPUs of one IMR candidate-search task")
     imr_parallel_tasks: int = Field(1, ge=0, description="IMR task bundles reserved per trial")

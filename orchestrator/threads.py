@@ -1,28 +1,41 @@
-"""How many CPU threads a process that trains or runs IMR gives torch, and how its idle
-OpenMP threads wait: one policy for `gmp train`, trial actors and IMR's MALA tasks.
+"""How many CPU threads a gmp process uses, and how they share the machine: one policy for
+`gmp train`, trial actors and IMR's MALA tasks.
 
-torch's CPU kernels run on an OpenMP team that meets at a barrier after every parallel operator;
-by default an idle team member spins there for a while before it sleeps. On a busy machine the
-scheduler puts a partner aside, the others spin through their time slices, and the step
-collapses (README.md, "Threads on a shared machine"; bench/threads_under_load.py). One thread
-never waits for a partner, and measured side by side it was the fastest setting loaded and at
-most 1.6x slower than two idle. The policy therefore runs one thread per CPU a process holds:
-a trial its `resources.cpus` (default 1), an IMR task its `resources.imr_task_cpus`, `gmp
-train` one CPU; and where that is more than one thread, idle OpenMP threads sleep at once
-(OMP_WAIT_POLICY=PASSIVE), which halved the collapse. Users override both through the
-environment: `GMP_THREADS` (a thread count for every gmp process) and OpenMP's own
-`OMP_WAIT_POLICY` / `GOMP_SPINCOUNT`, which the policy never overrides. The thread count can
-change the last bits of results (reductions split differently); the wait policy cannot.
+Training splits every batch into row blocks that threads of our own integrate and differentiate
+at once (`Trainer.threads`, `Sampler.rollout`), each running torch single-threaded. Such threads
+never wait at OpenMP's barriers (torch's own intra-op threads meet at one after every operator,
+and on a busy machine a partner set aside by the scheduler leaves the others spinning through
+their time slices: the collapse that README.md's "Threads on a shared machine" describes), so on
+a loaded machine they cost little, and on an idle one they use every core
+(bench/threads_under_load.py measures both).
+
+- A trial runs one rollout thread per CPU it reserves (`resources.cpus`, default 1): fixed, so a
+  resumed trial continues bitwise.
+- `gmp train` may use every CPU it can run on, and before each evaluation interval takes as many
+  as other processes left free over the last one (`FreeCpus`), at least one.
+- An IMR task runs torch's intra-op threads, one per CPU it reserves
+  (`resources.imr_task_cpus`); where that is more than one, idle OpenMP threads sleep at once
+  (OMP_WAIT_POLICY=PASSIVE), which halved the collapse.
+
+Users override the counts with `GMP_THREADS` (a thread count for every gmp process, fixed) and the
+wait with OpenMP's own `OMP_WAIT_POLICY` / `GOMP_SPINCOUNT`, which the policy never overrides.
+The thread count can change the last bits of results (sums split differently); the wait cannot.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
+from pathlib import Path
 
 THREADS_ENV = "GMP_THREADS"
-DEFAULT_CPUS = 1.0  # what a process that states no CPUs (gmp train) holds
+DEFAULT_CPUS = 1.0  # what a process that states no CPUs holds
 WAIT_POLICY = "PASSIVE"  # OMP_WAIT_POLICY: idle OpenMP threads sleep instead of spinning
+FREE_MARGIN = 0.3  # a CPU counts as free when other work left at least 1 - FREE_MARGIN of it
 _OPENMP_WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_PROC_STAT = Path("/proc/stat")
+_IDLE_FIELDS = (3, 4)  # idle, iowait in a /proc/stat cpu line's counters
 
 
 class ThreadSettingError(ValueError):
@@ -41,20 +54,108 @@ def prepare_openmp() -> None:
     os.environ.update(openmp_environment())
 
 
+def explicit_threads() -> int | None:
+    """The count GMP_THREADS sets; None where it is unset."""
+    explicit = os.environ.get(THREADS_ENV, "").strip()
+    if not explicit:
+        return None
+    if not explicit.isdigit() or int(explicit) < 1:
+        raise ThreadSettingError(f"{THREADS_ENV}={explicit!r}: expected a whole number >= 1")
+    return int(explicit)
+
+
 def thread_count(cpus: float = DEFAULT_CPUS) -> int:
     """Threads for work that holds `cpus` CPUs (whole ones, at least one); GMP_THREADS wins."""
-    explicit = os.environ.get(THREADS_ENV, "").strip()
-    if explicit:
-        if not explicit.isdigit() or int(explicit) < 1:
-            raise ThreadSettingError(f"{THREADS_ENV}={explicit!r}: expected a whole number >= 1")
-        return int(explicit)
-    return max(1, int(cpus))
+    explicit = explicit_threads()
+    return explicit if explicit is not None else max(1, int(cpus))
 
 
 def use_threads(cpus: float = DEFAULT_CPUS) -> int:
-    """Set torch's intra-op threads by `thread_count(cpus)`; the count set."""
+    """Set torch's intra-op threads by `thread_count(cpus)` (IMR tasks); the count set."""
     import torch
 
     threads = thread_count(cpus)
     torch.set_num_threads(threads)
     return threads
+
+
+def training_threads(cpus: float = DEFAULT_CPUS) -> int:
+    """Rollout threads (`Trainer.threads`) for a trainer that holds `cpus` CPUs, with torch's
+    intra-op threads set to one (each rollout thread runs single-threaded)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return thread_count(cpus)
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+class FreeCpus:
+    """How many of this process's CPUs other processes left free, between one reading and the
+    next: the CPUs' busy time (Linux's /proc/stat, time stolen by a hypervisor included) minus
+    this process's own CPU time, over the wall time. None where /proc/stat cannot be read."""
+
+    def __init__(self) -> None:
+        self.cpus = usable_cpus()
+        self._last = self._sample()
+
+    def _busy_seconds(self) -> float | None:
+        try:
+            lines = _PROC_STAT.read_text().splitlines()
+        except OSError:
+            return None
+        wanted = {f"cpu{cpu}" for cpu in self.cpus}
+        ticks = 0
+        for line in lines:
+            name, *counters = line.split()
+            if name in wanted:
+                values = [int(value) for value in counters]
+                ticks += sum(values[:8]) - sum(values[i] for i in _IDLE_FIELDS)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        busy = self._busy_seconds()
+        return None if busy is None else (time.monotonic(), busy, time.process_time())
+
+    def read(self) -> float | None:
+        """Free CPUs (a fraction of them counts) since the last reading or the start."""
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        wall = now[0] - last[0]
+        others = max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / wall
+        return max(0.0, len(self.cpus) - others)
+
+
+class AdaptiveThreads:
+    """`gmp train`'s rollout threads: GMP_THREADS when set, else as many of this process's
+    CPUs as other work left free since the last call (`FreeCpus`), at least one."""
+
+    def __init__(self) -> None:
+        self.fixed = explicit_threads()
+        self.free = FreeCpus()
+
+    @property
+    def most(self) -> int:
+        """The most threads a call can give."""
+        return self.fixed if self.fixed is not None else len(self.free.cpus)
+
+    def next(self) -> int:
+        """The thread count for the next stretch of work."""
+        if self.fixed is not None:
+            return self.fixed
+        return threads_for(self.free.read(), self.most)
+
+
+def threads_for(free: float | None, most: int) -> int:
+    """Threads to run beside other work that left `free` CPUs free (None: unknown, take `most`):
+    one per CPU at least 1 - FREE_MARGIN free, at least one, at most `most`."""
+    if free is None:
+        return most
+    return max(1, min(most, math.floor(free + FREE_MARGIN)))

@@ -15,7 +15,7 @@ from ray import tune
 
 from orchestrator.spec import StudySpec
 from orchestrator.tasks import RayTaskExecutor
-from orchestrator.threads import use_threads
+from orchestrator.threads import training_threads
 from storage.samples import write_samples
 from trainers import Trainer
 from trainers.metrics import ACTIVE_K, TRAIN_PREFIX
@@ -36,7 +36,7 @@ class GMPTrainable(tune.Trainable):
         """Build the trainer from the study spec and this trial's sampled parameters."""
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
         self.spec = StudySpec.model_validate_json(spec_json)
-        use_threads(self.spec.resources.cpus)
+        self.threads = training_threads(self.spec.resources.cpus)
         self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
         self._build(config)
 
@@ -51,7 +51,7 @@ class GMPTrainable(tune.Trainable):
         trainer_config = self.spec.trainer_config(params)
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         trainer_config = trainer_config.model_copy(update={"device": device})
-        self.trainer = Trainer(trainer_config, executor=self.executor)
+        self.trainer = Trainer(trainer_config, executor=self.executor, threads=self.threads)
         self.last_eval = None
         self.restored_from = 0
 
@@ -106,4 +106,5 @@ class GMPTrainable(tune.Trainable):
         """Resume exactly where the checkpoint was taken."""
         self.executor.tasks = json.loads((Path(checkpoint_dir) / TASKS_FILE).read_text())
         self.trainer = Trainer.load(checkpoint_dir, executor=self.executor)
+        self.trainer.threads = self.threads
         self.restored_from = self.trainer.iteration

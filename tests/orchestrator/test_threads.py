@@ -23,7 +23,7 @@ def test_threads_follow_the_cpus_held(monkeypatch: pytest.MonkeyPatch) -> None:
     assert thread_count(1.0) == 1
     assert thread_count(0.5) == 1  # a fractional CPU still runs one thread
     assert thread_count(3.0) == 3
-    assert thread_count() == 1  # gmp train: one CPU unless GMP_THREADS says more
+    assert thread_count() == 1  # a process that states no CPUs: one, unless GMP_THREADS says more
 
 
 def test_gmp_threads_overrides_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
