@@ -57,7 +57,7 @@ def run_one(spec: dict) -> dict:
     many intra-op threads and the trainer `spec["row_threads"]` (default 1) row-block threads.
     `spec["pin"]` (default true) also confines the process to `threads` CPUs (`limit_threads`).
     """
-    from orchestrator.threads import AdaptiveThreads, training_threads, use_threads
+    from orchestrator.threads import AdaptiveThreads, single_threaded_torch, use_threads
 
     if spec["threads"] is not None and spec.get("pin", True):
         limit_threads(spec["threads"])
@@ -67,7 +67,8 @@ def run_one(spec: dict) -> dict:
 
     adaptive = AdaptiveThreads() if spec["threads"] is None else None
     if adaptive is not None:
-        row_threads = training_threads(adaptive.most)
+        single_threaded_torch()
+        row_threads = adaptive.most
     else:
         use_threads(spec["threads"])
         row_threads = spec.get("row_threads", 1)

@@ -27,7 +27,12 @@ from orchestrator.spec import (
     set_path,
     study_folder,
 )
-from orchestrator.threads import THREADS_ENV, AdaptiveThreads, ThreadSettingError, training_threads
+from orchestrator.threads import (
+    THREADS_ENV,
+    AdaptiveThreads,
+    ThreadSettingError,
+    single_threaded_torch,
+)
 from trainers.config import SamplerName
 
 if TYPE_CHECKING:
@@ -273,7 +278,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         threads = AdaptiveThreads()
     except ThreadSettingError as err:
         raise BadInputError(str(err)) from None
-    training_threads(threads.most)
+    single_threaded_torch()
     if threads.fixed is None:
         thread_note = f"up to {threads.most} CPU threads, fewer while other work holds the CPUs"
     else:

@@ -79,12 +79,18 @@ def use_threads(cpus: float = DEFAULT_CPUS) -> int:
     return threads
 
 
-def training_threads(cpus: float = DEFAULT_CPUS) -> int:
-    """Rollout threads (`Trainer.threads`) for a trainer that holds `cpus` CPUs, with torch's
-    intra-op threads set to one (each rollout thread runs single-threaded)."""
+def single_threaded_torch() -> None:
+    """Run torch's operators on the calling thread alone: each rollout thread of a trainer runs
+    single-threaded."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def training_threads(cpus: float = DEFAULT_CPUS) -> int:
+    """Rollout threads (`Trainer.threads`) for a trainer that holds `cpus` CPUs, with torch made
+    single-threaded (`single_threaded_torch`)."""
+    single_threaded_torch()
     return thread_count(cpus)
 
 
