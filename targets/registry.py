@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from targets import plugins
 from targets.base import Target, TargetArgumentError, TargetError
@@ -28,6 +28,7 @@ class TargetInfo:
 
 
 _REGISTRY: dict[str, tuple[Callable[..., Target], TargetInfo]] = {}
+_LOG_Z_RULES: dict[str, Callable[..., bool]] = {}  # log Z known for some arguments only
 
 
 def register(
@@ -35,14 +36,19 @@ def register(
     *,
     dim: str,
     summary: str,
-    log_Z: bool = False,
+    log_Z: bool | Callable[..., bool] = False,
     samples: bool = False,
     modes: bool = False,
 ) -> Callable[[Callable[..., Target]], Callable[..., Target]]:
-    """Class decorator adding a target constructor to the registry under `name`."""
+    """Class decorator adding a target constructor to the registry under `name`. `log_Z` is
+    whether the target's log normaliser is known, or a function of the constructor's keyword
+    arguments saying whether it is known with them."""
 
     def add(factory: Callable[..., Target]) -> Callable[..., Target]:
-        _REGISTRY[name] = (factory, TargetInfo(name, dim, summary, log_Z, samples, modes))
+        known = log_Z() if callable(log_Z) else log_Z
+        _REGISTRY[name] = (factory, TargetInfo(name, dim, summary, known, samples, modes))
+        if callable(log_Z):
+            _LOG_Z_RULES[name] = log_Z
         return factory
 
     return add
@@ -55,11 +61,12 @@ def names() -> list[str]:
 
 
 def info(name: str, kwargs: dict[str, object] | None = None) -> TargetInfo:
-    """Facts about target `name`: static for the package's targets (no data loaded); a target
-    from outside the package is built with `kwargs` and its facts read from it."""
+    """Facts about target `name` with `kwargs`: static for the package's targets (no data
+    loaded); a target from outside the package is built with `kwargs` and its facts read from it."""
     factory, facts = _lookup(name)
     if facts is not None:
-        return facts
+        rule = _LOG_Z_RULES.get(name)
+        return facts if rule is None else replace(facts, log_Z=rule(**(kwargs or {})))
     target = make(name, **(kwargs or {}))
     return TargetInfo(
         name=name,
