@@ -295,7 +295,10 @@ def build(spec: dict[str, Any]) -> tuple:
     authors = spec.get("authors", False)
     arrays = target_arrays(spec["target"], spec["target_kwargs"])
     dim = int(arrays["dim"])
-    params = init_params(jax.random.PRNGKey(0), dim, spec["hidden"], 2, spec["init_dt"], authors)
+    seed = spec.get("seed", 0)  # seed 0: initial parameters from key 0, training draws from key 1
+    params = init_params(
+        jax.random.PRNGKey(2 * seed), dim, spec["hidden"], 2, spec["init_dt"], authors
+    )
     zeros = jax.tree.map(jnp.zeros_like, params)
     adam = {"count": jnp.zeros((), jnp.int32), "mu": zeros, "nu": zeros}
     step = make_train_step(
@@ -306,7 +309,7 @@ def build(spec: dict[str, Any]) -> tuple:
         spec["target_score"],
         authors,
     )
-    return step, (params, adam, jax.random.PRNGKey(1)), dim
+    return step, (params, adam, jax.random.PRNGKey(2 * seed + 1)), dim
 
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +382,7 @@ def main() -> None:
         help="credit: the N(0, s^2) prior on the weights (default none)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPUs to use")
+    parser.add_argument("--seed", type=int, default=0, help="initial parameters and draws")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -398,6 +402,7 @@ def main() -> None:
             "target_score": not args.no_target_score,
             "threads": args.threads,
             "authors": args.authors,
+            "seed": args.seed,
         }
     if args.curve:
         print(json.dumps(learning_curve(spec, args.curve, args.every)))

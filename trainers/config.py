@@ -62,6 +62,12 @@ class TimeConfig(_Strict):
     init_sigma2: float = Field(1.0, gt=0, description="1 / friction at the start")
     learn_friction: bool = Field(True, description="learn the friction")
     per_dim_friction: bool = Field(False, description="one friction per dimension")
+    learned_value: Literal["sigma2", "friction"] = Field(
+        "sigma2",
+        description="what softplus of the learned parameter is: sigma2 = 1 / friction itself, "
+        "or the friction, sigma2 = 1 / softplus(raw) (the authors' code); the same start, "
+        "different paces under Adam",
+    )
 
 
 class NetworkConfig(_Strict):

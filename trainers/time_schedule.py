@@ -46,9 +46,15 @@ class TimeSchedule(nn.Module):
         self.raw_dt = softplus_parameter(config.init_dt, (n_dt,), config.learn_dt)
         self.register_buffer("shape", schedule_shape(config.schedule, config.n_steps).float())
         friction_shape = (dim,) if config.per_dim_friction else ()
-        self.raw_sigma2 = softplus_parameter(
-            config.init_sigma2, friction_shape, config.learn_friction
-        )
+        self.learned_value = config.learned_value
+        if config.learned_value == "sigma2":
+            self.raw_sigma2 = softplus_parameter(
+                config.init_sigma2, friction_shape, config.learn_friction
+            )
+        else:
+            self.raw_friction = softplus_parameter(
+                1 / config.init_sigma2, friction_shape, config.learn_friction
+            )
 
     def dt(self) -> Tensor:
         """Step sizes dt_n [N]."""
@@ -56,7 +62,9 @@ class TimeSchedule(nn.Module):
 
     def sigma2(self) -> Tensor:
         """1 / friction: a scalar or one value per dimension."""
-        return positive(self.raw_sigma2)
+        if self.learned_value == "sigma2":
+            return positive(self.raw_sigma2)
+        return positive(self.raw_friction).reciprocal()
 
     def eta(self) -> Tensor:
         """Langevin step sizes eta_n = dt_n * sigma2: [N] or [N, d] with per-dimension friction."""

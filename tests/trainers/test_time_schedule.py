@@ -45,3 +45,20 @@ def test_per_dimension_friction_and_frozen_parameters() -> None:
     learned = TimeSchedule(TimeConfig(n_steps=5), dim=4)
     learned.horizon().backward()
     assert learned.raw_dt.grad is not None and float(learned.raw_dt.grad) > 0
+
+
+def test_learned_friction_starts_where_sigma2_does_and_moves_as_its_inverse() -> None:
+    """With the friction learned (the authors' code), sigma2 = 1 / softplus(raw): the same eta
+    at the start, and d sigma2 / d raw = -sigmoid(raw) sigma2^2 instead of sigmoid(raw)."""
+    ours = TimeSchedule(TimeConfig(n_steps=6, init_sigma2=2.0, per_dim_friction=True), dim=3)
+    authors = TimeSchedule(
+        TimeConfig(n_steps=6, init_sigma2=2.0, per_dim_friction=True, learned_value="friction"),
+        dim=3,
+    )
+    torch.testing.assert_close(authors.eta(), ours.eta())
+    authors.sigma2().sum().backward()
+    ours.sigma2().sum().backward()
+    raw_friction = authors.raw_friction.detach()
+    torch.testing.assert_close(authors.raw_friction.grad, -torch.sigmoid(raw_friction) * 4.0)
+    torch.testing.assert_close(ours.raw_sigma2.grad, torch.sigmoid(ours.raw_sigma2.detach()))
+    assert not hasattr(authors, "raw_sigma2")
