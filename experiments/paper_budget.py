@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from storage.layout import StudyPaths
 from storage.records import LAST_EVALUATIONS, TrialRecord, collect
+from targets.logistic import credit_log_z
 from trainers.metrics import TRAIN_ELBO
 
 
@@ -61,6 +62,24 @@ SECTIONS = {  # the page's sections by key (a key names its markers and figures)
         "credit",
         "credit, the prior's learning rate at 5e-3 (ten times the authors')",
     ),
+    "credit_fast_network": Section(
+        "paper-budget-credit-dis-fast-network",
+        "credit_dis_fast_network",
+        "credit",
+        "credit, the prior's learning rate at 5e-3 and the network's at 1e-3",
+    ),
+    "credit_friction": Section(
+        "paper-budget-credit-dis-friction",
+        "credit_dis_friction",
+        "credit",
+        "credit, the authors' settings with the friction learned as their code learns it",
+    ),
+    "funnel_friction": Section(
+        "paper-budget-funnel-dis-friction",
+        "funnel_dis_friction",
+        "funnel",
+        "funnel, the authors' settings with the friction learned as their code learns it",
+    ),
 }
 TARGET_OF_STUDY = {s.study: s.target for s in SECTIONS.values()}
 PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
@@ -69,6 +88,7 @@ PAPER = {  # PAPER.md §6, DIS; credit with the N(0, 10^2) prior on the weights
     ("credit", "Gaussian (learned)"): {"elbo": -585.247},
     ("credit", "GMP"): {"elbo": -585.223},
 }
+LOG_Z = {"funnel": 0.0, "credit": credit_log_z(10.0)}  # every ELBO's ceiling
 BUDGET = 10_000
 START_ITERATIONS = 1000  # the start that the JAX step's curve covers
 START_YLIM = {"funnel": (-6.0, 0.0)}  # the start figure's ELBO range (default: all values)
@@ -104,7 +124,8 @@ def rows(client: MlflowClient, records: list[TrialRecord]) -> list[list[str]]:
 
 
 def figure(target: str, records: list[TrialRecord], path: Path) -> None:
-    """ELBO against training iteration of one target's trials, the paper's values dashed."""
+    """ELBO against training iteration of one target's trials, the paper's values dashed and
+    the target's log Z (the ceiling of any ELBO) dotted."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for record in records:
         steps, values = zip(*record.history.get("elbo", [(0, math.nan)]), strict=True)
@@ -112,9 +133,10 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
         paper = PAPER.get((target, record.variant), {}).get("elbo")
         if paper is not None:
             ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
-    # From the first tenth of the budget on (the start is far below), up to the paper's values.
+    ax.axhline(LOG_Z[target], ls=":", color="black", label=f"log Z: {LOG_Z[target]:.3f}")
+    # From the first tenth of the budget on (the start is far below), up to log Z.
     shown = [v for r in records for i, v in r.history.get("elbo", []) if i >= BUDGET // 10]
-    shown += [v["elbo"] for (t, _), v in PAPER.items() if t == target]
+    shown += [v["elbo"] for (t, _), v in PAPER.items() if t == target] + [LOG_Z[target]]
     finite = [v for v in shown if math.isfinite(v)]
     bottom, top = min(finite), max(finite)
     margin = 0.05 * (top - bottom)
