@@ -26,7 +26,7 @@ from targets.base import Target
 from trainers.config import TrainerConfig
 from trainers.metrics import ELBO, ESS, LOG_Z, elbo, ess, log_z_estimate
 from trainers.network import TimeTerms
-from trainers.prior import GaussianMixturePrior
+from trainers.prior import GaussianMixturePrior, ScoreTerms
 from trainers.time_schedule import TimeSchedule
 
 Loss = Literal["rkl", "logvar"]
@@ -41,26 +41,30 @@ class Rollout(NamedTuple):
 
 
 class StepTerms(NamedTuple):
-    """The time-only tensors of a rollout, computed once before it: each [N + 1, ...] (point n
-    takes row n, see `rows`), None where the sampler has no such term."""
+    """What the steps of a rollout share, computed once before it: time-only tensors, each
+    [N + 1, ...] (point n takes row n, see `rows`), and parameter-only terms that every point
+    takes whole; None where the sampler has no such term."""
 
     beta: Tensor | None = None  # annealing beta_n of the base drift [N + 1]
     forward: TimeTerms | None = None  # the forward control network's time terms
     backward: TimeTerms | None = None  # the backward control network's time terms
+    prior: ScoreTerms | None = None  # the prior score's parameter terms (every point)
 
     def rows(self, n_points: int) -> list[StepTerms]:
-        """Row n of every term, for points n = 0..n_points - 1."""
-        return _rows(self, n_points)
+        """Row n of every time-only term, for points n = 0..n_points - 1."""
+        rows = _rows(self._replace(prior=None), n_points)
+        return [row._replace(prior=self.prior) for row in rows]
 
 
 def _rows(value: Any, n_points: int) -> list[Any]:
-    """The rows of `value` ([n_points, ...] tensors in nested named tuples, None kept)."""
-    if value is None:
-        return [None] * n_points
+    """The rows of `value`: [n_points, ...] tensors in nested named tuples are split, None and
+    any other value (a term shared by all rows) repeated."""
     if isinstance(value, Tensor):
         return list(value.unbind(0))
-    fields = [_rows(field, n_points) for field in value]
-    return [type(value)(*row) for row in zip(*fields, strict=True)]
+    if isinstance(value, tuple):
+        fields = [_rows(field, n_points) for field in value]
+        return [type(value)(*row) for row in zip(*fields, strict=True)]
+    return [value] * n_points
 
 
 class StepInto(NamedTuple):
@@ -194,28 +198,30 @@ class Sampler(nn.Module):
         out: StepOut | None,
         terms: StepTerms,
         detach: bool,
-    ) -> tuple[Tensor | None, Tensor]:
-        """Everything at point n: log B_{n-1}(x_prev | x) - log F_n(x_next | x) and x_next.
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Everything at point n: x_next and the point's share of log w that depends on the
+        parameters, log B_{n-1}(x_prev | x) - log F_n(x_next | x), less what `_integrate`
+        adds outside the graph (without `detach`, -log F_n(x_next | x) = |eps_n|^2 / 2).
 
-        `into` is None at n = 0, `out` None at n = N (where there is no next state).
+        `into` is None at n = 0, `out` None at n = N (where there is no next state); the log-w
+        share is None where nothing is left of it.
         """
         drift = self.base_drift(x, target_score, terms)
         u, v = self.controls(x, target_score, terms, out is not None, into is not None)
         log_backward = None
         if into is not None:
             eta, quarter_inv_eta = into
-            mean_prev = x + eta * (drift if v is None else drift + v)
+            mean_prev = torch.addcmul(x, eta, drift if v is None else drift + v)
             log_backward = -_scaled_sq_norm(x_prev - mean_prev, quarter_inv_eta)
         if out is None:
             return None, log_backward
         eta, noise_scale, quarter_inv_eta = out
-        mean_next = x + eta * (drift if u is None else drift + u)
-        x_next = mean_next + noise_scale * eps
-        if detach:
-            x_next = x_next.detach()
-            minus_log_forward = _scaled_sq_norm(x_next - mean_next, quarter_inv_eta)
-        else:  # the same value, with the residual known exactly: sqrt(2 eta) eps
-            minus_log_forward = 0.5 * eps.square().sum(-1)
+        mean_next = torch.addcmul(x, eta, drift if u is None else drift + u)
+        x_next = torch.addcmul(mean_next, noise_scale, eps)
+        if not detach:
+            return x_next, log_backward
+        x_next = x_next.detach()
+        minus_log_forward = _scaled_sq_norm(x_next - mean_next, quarter_inv_eta)
         if log_backward is None:
             return x_next, minus_log_forward
         return x_next, log_backward + minus_log_forward
@@ -252,7 +258,8 @@ class Sampler(nn.Module):
         x = self.prior.place(components, noise.initial[rows])
         if detach:
             x = x.detach()
-        log_weights = -self.prior.log_prob(x)
+        log_weight_terms = [-self.prior.log_prob(x)]
+        noise_energy = x.new_zeros(len(x))  # sum of |eps_n|^2, outside the graph
         eta = self.schedule.eta()
         etas, noise_scales = eta.unbind(0), torch.sqrt(2 * eta).unbind(0)
         quarter_inv_etas = (0.25 / eta).unbind(0)
@@ -269,6 +276,8 @@ class Sampler(nn.Module):
             if not last:
                 eps = noise.step(i, rows)
                 out = StepOut(etas[i], noise_scales[i], quarter_inv_etas[i])
+                if not detach:
+                    noise_energy += eps.square().sum(-1)
             if i:
                 into = StepInto(etas[i - 1], quarter_inv_etas[i - 1])
             args = (x_prev, x, score, eps, into, out, term_rows[i], detach)
@@ -278,11 +287,13 @@ class Sampler(nn.Module):
                 )
             else:
                 x_next, delta = self._step(*args)
-            log_weights = log_weights + delta
+            if delta is not None:
+                log_weight_terms.append(delta)
             if not last:
                 x_prev, x = x, x_next
         if not detach:
             log_rho = _LogProbWithScore.apply(x, log_rho, score)
+        log_weights = torch.stack(log_weight_terms).sum(0) + 0.5 * noise_energy
         return Rollout(x.detach(), log_weights + log_rho, components)
 
     def loss_and_gradients(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from trainers.config import NetworkConfig
 
@@ -14,15 +16,27 @@ LAST_LAYER_WEIGHT = 1e-8  # constant initial weight of both output layers ("~0")
 FREQUENCY_RANGE = (0.1, 100.0)  # Fourier feature frequencies, linearly spaced
 
 
+@dataclass(frozen=True)
+class StateWeights:
+    """The state MLP's weights as its matrix products take them (transposed), prepared once
+    for all the steps of a rollout."""
+
+    x_weight_t: Tensor  # the first layer's state part, transposed [d, hidden]
+    layers: tuple[tuple[Tensor, Tensor], ...]  # (weight^T, bias) of each later layer
+
+
 class TimeTerms(NamedTuple):
-    """What the network needs of the time, for a grid of times [T, ...] or one of its rows."""
+    """What the network needs of the time, for a grid of times [T, ...] or one of its rows,
+    and its state weights (the same for every time)."""
 
     state_bias: Tensor  # first state layer's time part (+ bias) [T, hidden]
     score_scale: Tensor | None  # per-dimension scale of the target score [T, d]; None if unused
+    weights: StateWeights
 
     def row(self, i: int) -> TimeTerms:
         """The terms of the grid's time `i`."""
-        return TimeTerms(*(None if term is None else term[i] for term in self))
+        scale = None if self.score_scale is None else self.score_scale[i]
+        return TimeTerms(self.state_bias[i], scale, self.weights)
 
 
 def _lecun_normal_(linear: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
@@ -108,6 +122,7 @@ class ControlNetwork(nn.Module):
         state_layers.append(_constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, 0.0))
         self.state_input = state_layers[0]
         self.state_net = _gelu_mlp(state_layers[1:], activation, leading_gelu=True)
+        self.approximate = GELU_APPROXIMATION[activation]
         self.score_net: nn.Sequential | None = None
         if config.use_target_score:
             score_layers = [dense(2 * n_feat, hidden)]
@@ -129,12 +144,18 @@ class ControlNetwork(nn.Module):
         weight_t = self.state_input.weight[:, self.dim :]
         state_bias = torch.addmm(self.state_input.bias, embedding, weight_t.T)
         score_scale = None if self.score_net is None else self.score_net(features)
-        return TimeTerms(state_bias, score_scale)
+        return TimeTerms(state_bias, score_scale, self.state_weights())
+
+    def state_weights(self) -> StateWeights:
+        """The state MLP's weights, transposed as `control` multiplies by them."""
+        layers = tuple((m.weight.T, m.bias) for m in self.state_net if isinstance(m, nn.Linear))
+        return StateWeights(self.state_input.weight[:, : self.dim].T, layers)
 
     def control(self, x: Tensor, terms: TimeTerms, score: Tensor | None) -> Tensor:
         """u for states `x` [B, d] at one time (a row of `time_terms`), target score [B, d]."""
-        hidden = torch.addmm(terms.state_bias, x, self.state_input.weight[:, : self.dim].T)
-        out = self.state_net(hidden)
+        out = torch.addmm(terms.state_bias, x, terms.weights.x_weight_t)
+        for weight_t, bias in terms.weights.layers:
+            out = torch.addmm(bias, F.gelu(out, approximate=self.approximate), weight_t)
         if terms.score_scale is not None:
             if score is None:
                 raise ValueError("this network scales the target score: pass `score`")

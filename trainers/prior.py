@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from trainers.parametrize import inverse_softplus, positive, softplus_parameter
+
+
+class ScoreTerms(NamedTuple):
+    """The parameter-only tensors of `GaussianMixturePrior.score`, computed once per rollout."""
+
+    means: Tensor  # [K_max, d], inactive slots read as 0
+    precision: Tensor  # 1 / sigma^2 [K_max, d], inactive slots read as 1
+    weighted_means: Tensor  # mu / sigma^2 [K_max, d]
+    logit_offset: Tensor  # -0.5 mu^T diag(1 / sigma^2) mu - sum log sigma [K_max]
 
 
 class GaussianMixturePrior(nn.Module):
@@ -86,22 +96,29 @@ class GaussianMixturePrior(nn.Module):
         """
         return torch.logsumexp(self.component_log_prob(x), dim=-1) - self._log_n_active(x)
 
-    def score(self, x: Tensor) -> Tensor:
-        """grad_x log p_phi(x) [B, d], analytic and differentiable in x, means and scales.
-
-        The responsibilities use the expanded quadratic form (matrix products, no [B, K, d]
-        intermediate): this is the prior's per-step cost in the integrator.
-        """
+    def score_terms(self) -> ScoreTerms:
+        """What `score` needs of the parameters, for reuse over the steps of a rollout."""
         means, scales = self._guarded()
         precision = scales.pow(-2)
-        if self.k_max == 1:
-            return (means - x) * precision
         weighted_means = means * precision
-        quad = x.square() @ precision.T - 2 * x @ weighted_means.T
-        quad = quad + (means * weighted_means).sum(-1)
-        logits = -0.5 * quad - torch.log(scales).sum(-1)
+        offset = -0.5 * (means * weighted_means).sum(-1) - torch.log(scales).sum(-1)
+        return ScoreTerms(means, precision, weighted_means, offset)
+
+    def score(self, x: Tensor, terms: ScoreTerms | None = None) -> Tensor:
+        """grad_x log p_phi(x) [B, d], analytic and differentiable in x, means and scales.
+
+        `terms` are `score_terms()` (computed here when not given). The responsibilities use
+        the expanded quadratic form (matrix products, no [B, K, d] intermediate): this is the
+        prior's per-step cost in the integrator.
+        """
+        if terms is None:
+            terms = self.score_terms()
+        if self.k_max == 1:
+            return (terms.means - x) * terms.precision
+        quad = x.square() @ terms.precision.T - 2 * x @ terms.weighted_means.T
+        logits = terms.logit_offset - 0.5 * quad
         responsibilities = torch.softmax(self._mask(logits), dim=-1)
-        return _mixture_score(x, responsibilities, precision, weighted_means)
+        return _mixture_score(x, responsibilities, terms.precision, terms.weighted_means)
 
     def log_prob_and_score(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(log p_phi(x), grad_x log p_phi(x)) from one exact evaluation of the components."""

@@ -50,12 +50,14 @@ class DIS(Sampler):
         self.needs_target_score = network.score_net is not None
 
     def step_terms(self) -> StepTerms:
-        """The network's time terms at steps n = 0..N."""
-        return StepTerms(forward=_network_terms(self.network, self.schedule))
+        """The network's time terms at steps n = 0..N and the prior's score terms."""
+        return StepTerms(
+            forward=_network_terms(self.network, self.schedule), prior=self.prior.score_terms()
+        )
 
     def base_drift(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """grad log p_phi(x)."""
-        return self.prior.score(x)
+        return self.prior.score(x, terms.prior)
 
     def forward_control(self, x: Tensor, target_score: Tensor | None, terms: StepTerms) -> Tensor:
         """The network's control at this step."""
@@ -112,11 +114,14 @@ class AnnealedLangevinSampler(Sampler):
         return "annealed"
 
     def step_terms(self) -> StepTerms:
-        """beta_n (if annealed) and each network's time terms at steps n = 0..N."""
+        """beta_n and the prior's score terms (if annealed) and each network's time terms at
+        steps n = 0..N."""
+        annealed = self.betas is not None
         return StepTerms(
-            beta=None if self.betas is None else self.betas(),
+            beta=self.betas() if annealed else None,
             forward=self._terms_of(self.forward_network),
             backward=self._terms_of(self.backward_network),
+            prior=self.prior.score_terms() if annealed else None,
         )
 
     def _terms_of(self, network: ControlNetwork | None) -> TimeTerms | None:
@@ -134,7 +139,7 @@ class AnnealedLangevinSampler(Sampler):
         )
         if terms.beta is None:
             return score
-        return torch.lerp(self.prior.score(x), score, terms.beta)
+        return torch.lerp(self.prior.score(x, terms.prior), score, terms.beta)
 
     def forward_control(
         self, x: Tensor, target_score: Tensor | None, terms: StepTerms

@@ -58,6 +58,8 @@ def test_score_is_gradient_of_log_prob(k_max: int) -> None:
     (expected,) = torch.autograd.grad(prior.log_prob(x).sum(), x)
     torch.testing.assert_close(prior.score(x), expected, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(prior.log_prob_and_score(x)[1], expected, rtol=1e-9, atol=1e-12)
+    terms = prior.score_terms()  # as a rollout computes them once for all its steps
+    torch.testing.assert_close(prior.score(x, terms), expected, rtol=1e-9, atol=1e-12)
 
 
 def test_sampling_moments_and_components() -> None:
