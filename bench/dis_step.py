@@ -82,7 +82,10 @@ def run_one(spec: dict) -> dict:
             "checkpoint_steps": spec["checkpoint_steps"],
             "prior": {"k_max": spec["k"], "k_init": spec["k"], "init_mean_std": 1.0},
             "time": {"n_steps": spec["n_steps"], "init_dt": init_dt},
-            "network": {"use_target_score": spec["target_score"]},
+            "network": {
+                "use_target_score": spec["target_score"],
+                "activation": spec.get("activation", "gelu"),
+            },
         }
     )
     trainer = Trainer(config, threads=row_threads)

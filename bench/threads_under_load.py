@@ -20,7 +20,10 @@ the learned Gaussian (K = 1) with the authors' settings, as the JAX step does. O
 - `N`: N torch intra-op threads with libgomp's default wait (idle threads spin 300,000 times,
   then sleep), what torch does outside gmp;
 - `N/passive`: N threads with OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once);
-- `N/spin=S`: N threads with GOMP_SPINCOUNT=S.
+- `N/spin=S`: N threads with GOMP_SPINCOUNT=S;
+- a `+tanh` suffix (`policy+tanh`): the tanh approximation of GELU, as the authors' network
+  (flax) and the JAX step use it, where ours defaults to the exact GELU (see
+  docs/study-file.md, `network.activation`).
 
 JAX runs as installed (its own thread pools over every CPU). The last table times
 `gmp train` on the quick-start study beside the same load, at the default thread setting and
@@ -45,7 +48,7 @@ from bench.dis_step import SETTINGS, run_isolated
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("funnel", "credit")
-VARIANTS = ("policy", "1", "2", "2/rows")
+VARIANTS = ("policy", "policy+tanh", "1", "2", "2/rows")
 LIBGOMP_DEFAULT_SPIN = "300000"  # what libgomp spins with when no wait setting is given
 
 
@@ -67,7 +70,15 @@ def busy_load(per_core: int) -> Iterator[None]:
 
 
 def variant_spec(variant: str) -> dict:
-    """The thread count and environment of one of our variants (see the module docstring)."""
+    """The thread count, environment and activation of one of our variants (see the module
+    docstring)."""
+    variant, tanh, _ = variant.partition("+tanh")
+    activation = {"activation": "gelu_tanh"} if tanh else {}
+    return {**_thread_spec(variant), **activation}
+
+
+def _thread_spec(variant: str) -> dict:
+    """The thread count and environment of a variant without its activation suffix."""
     if variant == "policy":
         return {"threads": None, "env": {}}
     threads, _, wait = variant.partition("/")
@@ -173,7 +184,7 @@ def print_steps(args: argparse.Namespace, results: dict[str, dict]) -> None:
         f"iters/process={args.iters}"
     )
     print(
-        f"{'target':7} {'machine':7} {'load avg':>8} {'impl':15} {'threads':>7} {'s/iter':>8} "
+        f"{'target':7} {'machine':7} {'load avg':>8} {'impl':17} {'threads':>7} {'s/iter':>8} "
         f"{'cpu s':>7} {'vs JAX':>7}"
     )
     for condition, result in results.items():
@@ -185,7 +196,7 @@ def print_steps(args: argparse.Namespace, results: dict[str, dict]) -> None:
                     continue
                 ratio = f"{row['s_per_iter'] / jax_s:.2f}" if jax_s and label != "JAX" else "-"
                 print(
-                    f"{target:7} {condition:7} {result['load_average']:8.1f} {label:15} "
+                    f"{target:7} {condition:7} {result['load_average']:8.1f} {label:17} "
                     f"{row['threads']!s:>7} {row['s_per_iter']:8.3f} "
                     f"{row['cpu_s_per_iter']:7.3f} {ratio:>7}"
                 )
