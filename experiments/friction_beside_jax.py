@@ -36,7 +36,7 @@ SMALLER = {
     "network.n_time_features": 64,
     "prior.k_max": 1,
 }
-RECORD_EVERY, SHOW_EVERY, LAST = 100, 500, 5
+RECORD_EVERY, SHOW_EVERY, LAST = 100, 500, 5  # shown every 1,000 beyond 3,000
 
 
 def curve(job: tuple[str, str, int, int]) -> list[float]:
@@ -78,7 +78,10 @@ def main() -> None:
         }
     rows = [(f"ours, learns {learned}, seed {seed}", c) for (learned, seed), c in curves.items()]
     rows += [(f"authors' JAX step, {path.stem}", jax_curve(path)) for path in args.jax]
-    shown = range(SHOW_EVERY // RECORD_EVERY - 1, args.iterations // RECORD_EVERY, 5)
+    show_every = SHOW_EVERY if args.iterations <= 3000 else 2 * SHOW_EVERY
+    step = show_every // RECORD_EVERY
+    shown = range(step - 1, args.iterations // RECORD_EVERY, step)
+    decimals = 1 if max(abs(e) for _, c in rows for e in c) >= 10 else 3
     print(
         f"{args.target}, DIS, learned Gaussian, batch 500, N = 64, width 64; training ELBO "
         f"(one batch) by iteration, and the mean of the last {LAST} records"
@@ -87,8 +90,8 @@ def main() -> None:
     print("| run | " + " | ".join(header) + " |")
     print("|---" * (len(header) + 1) + "|")
     for label, elbos in rows:
-        values = [f"{elbos[i]:.1f}" for i in shown if i < len(elbos)]
-        values.append(f"{statistics.fmean(elbos[-LAST:]):.1f}")
+        values = [f"{elbos[i]:.{decimals}f}" for i in shown if i < len(elbos)]
+        values.append(f"{statistics.fmean(elbos[-LAST:]):.{decimals}f}")
         print(f"| {label} | " + " | ".join(values) + " |")
 
 
