@@ -52,13 +52,12 @@ class StepTerms(NamedTuple):
 
     def rows(self, n_points: int) -> list[StepTerms]:
         """Row n of every time-only term, for points n = 0..n_points - 1."""
-        rows = _rows(self._replace(prior=None), n_points)
-        return [row._replace(prior=self.prior) for row in rows]
+        return _rows(self, n_points)
 
 
 def _rows(value: Any, n_points: int) -> list[Any]:
     """The rows of `value`: [n_points, ...] tensors in nested named tuples are split, None and
-    any other value (a term shared by all rows) repeated."""
+    any other value (a term shared by all rows, such as a frozen dataclass) repeated."""
     if isinstance(value, Tensor):
         return list(value.unbind(0))
     if isinstance(value, tuple):

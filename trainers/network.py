@@ -121,6 +121,8 @@ class ControlNetwork(nn.Module):
         state_layers += [dense(hidden, hidden) for _ in range(config.n_layers - 1)]
         state_layers.append(_constant_(nn.Linear(hidden, dim), LAST_LAYER_WEIGHT, 0.0))
         self.state_input = state_layers[0]
+        # `control` applies the GELUs itself (functional, on `state_weights`); the Sequential
+        # keeps them only so that the layers' parameter names, and saved checkpoints, stay.
         self.state_net = _gelu_mlp(state_layers[1:], activation, leading_gelu=True)
         self.approximate = GELU_APPROXIMATION[activation]
         self.score_net: nn.Sequential | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -11,8 +11,10 @@ from torch import Tensor, nn
 from trainers.parametrize import inverse_softplus, positive, softplus_parameter
 
 
-class ScoreTerms(NamedTuple):
-    """The parameter-only tensors of `GaussianMixturePrior.score`, computed once per rollout."""
+@dataclass(frozen=True)
+class ScoreTerms:
+    """The parameter-only tensors of `GaussianMixturePrior.score`, computed once per rollout
+    (a whole term: every step of it takes all of them)."""
 
     means: Tensor  # [K_max, d], inactive slots read as 0
     precision: Tensor  # 1 / sigma^2 [K_max, d], inactive slots read as 1
