@@ -19,6 +19,7 @@ iteration (rollout, gradient, update) is one `jax.jit`-compiled function.
     python -m bench.jax_dis_step --target funnel --iters 5 --warmup 2   # one timing row (JSON)
     python -m bench.jax_dis_step --target funnel --no-target-score --authors --curve 1000 \
         > jax_curve.json        # the training ELBO every 100 iterations, the authors' defaults
+                                # (--checkpoint FILE.npz: a stopped run continues from FILE)
     python -m bench.jax_dis_step --target credit --prior-scale 10 --no-target-score --authors \
         --curve 1000 > jax_credit_curve.json   # credit with the N(0, 10^2) prior on the weights
 
@@ -345,15 +346,37 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def learning_curve(spec: dict[str, Any], iterations: int, every: int) -> list[dict[str, float]]:
-    """Train `iterations` iterations; the training ELBO (minus the batch's loss) every `every`."""
-    step, (params, adam, key), _ = build(spec)
-    rows = []
-    for iteration in range(1, iterations + 1):
+def learning_curve(
+    spec: dict[str, Any], iterations: int, every: int, checkpoint: Path | None = None
+) -> list[dict[str, float]]:
+    """Train `iterations` iterations; the training ELBO (minus the batch's loss) every `every`.
+
+    With `checkpoint`, the state (parameters, Adam moments, PRNG key, rows so far) is saved there
+    every `every` iterations and a run that finds it continues from it, with the same draws as
+    an uninterrupted run.
+    """
+    import jax
+
+    step, state, _ = build(spec)
+    leaves, treedef = jax.tree.flatten(state)
+    rows: list[dict[str, float]] = []
+    if checkpoint is not None and checkpoint.exists():
+        saved = np.load(checkpoint)
+        leaves = [saved[f"leaf{i}"] for i in range(len(leaves))]
+        state = jax.tree.unflatten(treedef, leaves)
+        rows = json.loads(str(saved["rows"]))
+    params, adam, key = state
+    for iteration in range(len(rows) * every + 1, iterations + 1):
         params, adam, key, loss = step(params, adam, key)
         if iteration % every == 0:
             rows.append({"iteration": iteration, "train_elbo": -float(loss)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            if checkpoint is not None:
+                leaves = jax.tree.leaves((params, adam, key))
+                partial = checkpoint.with_suffix(".partial.npz")
+                arrays = {f"leaf{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+                np.savez(partial, rows=json.dumps(rows), **arrays)
+                partial.replace(checkpoint)
     return rows
 
 
@@ -376,6 +399,11 @@ def main() -> None:
         "write the training ELBO every --every iterations (JSON) instead",
     )
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="with --curve: save the state here every --every iterations and resume from it",
+    )
     parser.add_argument(
         "--prior-scale",
         type=float,
@@ -405,7 +433,7 @@ def main() -> None:
             "seed": args.seed,
         }
     if args.curve:
-        print(json.dumps(learning_curve(spec, args.curve, args.every)))
+        print(json.dumps(learning_curve(spec, args.curve, args.every, args.checkpoint)))
         return
     print(json.dumps(run_one(spec)))
 

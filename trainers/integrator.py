@@ -359,7 +359,13 @@ class RolloutNoise:
     """The random draws of one rollout of `n` trajectories, made in one fixed order whoever asks
     first: the prior's slots and x_0's noise, then eps_n [n, d] for n = 0..N-1. Threads that
     integrate different rows read the same draws, so a batch's trajectories do not depend on how
-    it is split. A step's draw is kept until each of `readers` has read it."""
+    it is split. A step's draw is kept until each of `readers` has read it.
+
+    A reader of step i also draws up to DRAW_AHEAD steps beyond it, outside the lock that reads
+    take, so a thread reading a step already drawn never waits while another draws.
+    """
+
+    DRAW_AHEAD = 2
 
     def __init__(
         self,
@@ -372,22 +378,47 @@ class RolloutNoise:
         self.components, self.initial = prior.draw(n, generator)
         self._generator = generator
         self._readers = readers
+        self._n_steps = n_steps
         self._drawn: dict[int, Tensor] = {}
         self._n_drawn = 0
+        self._drawing = False  # one thread at a time draws, outside the lock
         self._reads = [0] * n_steps
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
 
     def step(self, i: int, rows: slice) -> Tensor:
-        """Rows `rows` of eps_i, drawing eps_0..eps_i first where not yet drawn."""
+        """Rows `rows` of eps_i, drawing eps_0..eps_i (and a few beyond) first where not yet
+        drawn."""
+        while True:
+            self._draw_until(min(i + self.DRAW_AHEAD, self._n_steps - 1))
+            with self._lock:
+                while i >= self._n_drawn and self._drawing:
+                    self._changed.wait()
+                if i < self._n_drawn:
+                    eps = self._drawn[i]
+                    self._reads[i] += 1
+                    if self._reads[i] == self._readers:
+                        del self._drawn[i]
+                    return eps[rows]
+
+    def _draw_until(self, last: int) -> None:
+        """Draw eps up to step `last` unless drawn or another thread is drawing."""
         with self._lock:
-            while self._n_drawn <= i:
-                like = self.initial
-                self._drawn[self._n_drawn] = torch.randn(
+            if self._drawing or self._n_drawn > last:
+                return
+            self._drawing = True
+            index = self._n_drawn
+        like = self.initial
+        try:
+            while index <= last:
+                eps = torch.randn(
                     like.shape, generator=self._generator, device=like.device, dtype=like.dtype
                 )
-                self._n_drawn += 1
-            eps = self._drawn[i]
-            self._reads[i] += 1
-            if self._reads[i] == self._readers:
-                del self._drawn[i]
-        return eps[rows]
+                with self._lock:
+                    self._drawn[index] = eps
+                    self._n_drawn = index = index + 1
+                    self._changed.notify_all()
+        finally:
+            with self._lock:
+                self._drawing = False
+                self._changed.notify_all()

@@ -3,12 +3,16 @@ one thread, the same training up to rounding, and bitwise the same for the same 
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
 from tests.configs import TINY_IMR, assert_same_parameters, tiny
 from trainers import Trainer
-from trainers.integrator import MIN_ROWS_PER_THREAD, row_blocks
+from trainers.integrator import MIN_ROWS_PER_THREAD, RolloutNoise, in_parallel, row_blocks
+from trainers.prior import GaussianMixturePrior
 
 ROWS = 3 * MIN_ROWS_PER_THREAD  # enough rows for three threads
 
@@ -22,6 +26,38 @@ def test_row_blocks_cover_the_batch_once_and_small_batches_stay_whole() -> None:
     assert [(b.start, b.stop) for b in blocks] == [(0, 333), (333, 666), (666, 1000)]
     assert row_blocks(MIN_ROWS_PER_THREAD * 2 - 1, 4) == [slice(0, 2 * MIN_ROWS_PER_THREAD - 1)]
     assert len(row_blocks(10_000, 2)) == 2
+
+
+def test_noise_read_by_threads_at_different_paces_is_the_one_thread_stream() -> None:
+    """Readers that run ahead of or behind each other, with one far ahead of the rest, read
+    exactly the draws one reader gets, and leave the generator where one reader leaves it."""
+    prior = GaussianMixturePrior(2, 3, 2, 1.0, 1.0, True, torch.Generator().manual_seed(0))
+    n, n_steps, readers = 4000, 40, 4
+    alone_generator = torch.Generator().manual_seed(5)
+    alone = RolloutNoise(prior, n, n_steps, alone_generator, 1)
+    expected = [alone.step(i, slice(0, n)) for i in range(n_steps)]
+    generator = torch.Generator().manual_seed(5)
+    shared = RolloutNoise(prior, n, n_steps, generator, readers)
+    blocks = row_blocks(n, readers)
+    lockstep = threading.Barrier(readers)
+    half = n_steps // 2
+
+    def read(block: slice) -> list[torch.Tensor]:
+        out = []
+        for i in range(n_steps):
+            if i < half:  # every reader asks for step i at the same moment
+                lockstep.wait()
+            elif i == half and block.start:  # the first reader runs on ahead, alone
+                time.sleep(0.05)
+            out.append(shared.step(i, block))
+        return out
+
+    got = in_parallel(read, blocks)
+    for block, steps in zip(blocks, got, strict=True):
+        for i, eps in enumerate(steps):
+            assert torch.equal(eps, expected[i][block]), (block, i)
+    assert torch.equal(generator.get_state(), alone_generator.get_state())
+    assert torch.equal(shared.initial, alone.initial)
 
 
 @pytest.mark.parametrize("sampler", ["dis", "cmcd"])
