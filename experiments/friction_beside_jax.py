@@ -11,8 +11,12 @@ last 5 records (every 100 iterations) beside the authors' JAX step's curves at t
     python -m bench.jax_dis_step --target credit --prior-scale 10 --no-target-score --authors \
         --batch 500 --n-steps 64 --hidden 64 --curve 3000 --threads 1 --seed S > jax_S.json
 
+`--target-score` feeds the target score to our network (the authors' code does not; DIS in gmp
+does by default), to see whether that changes how far training gets.
+
 Usage: python -m experiments.friction_beside_jax [--target credit] [--iterations 3000]
-           [--seeds 0 1] [--jax jax_0.json jax_1.json] [--workers 2]
+           [--seeds 0 1] [--learned sigma2 friction] [--target-score]
+           [--jax jax_0.json jax_1.json] [--workers 2]
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ SMALLER = {
 RECORD_EVERY, SHOW_EVERY, LAST = 100, 500, 5  # shown every 1,000 beyond 3,000
 
 
-def curve(job: tuple[str, str, int, int]) -> list[float]:
-    """Training ELBOs every RECORD_EVERY iterations of one (target, learned value, seed)."""
-    target, learned, seed, iterations = job
+def curve(job: tuple[str, str, int, int, bool]) -> list[float]:
+    """Training ELBOs every RECORD_EVERY iterations of one (target, learned value, seed,
+    iterations, target score fed)."""
+    target, learned, seed, iterations, target_score = job
     torch.set_num_threads(1)
     spec = load_spec(STUDIES / f"{target}_dis.yaml")
-    config = spec.trainer_config({**SMALLER, "time.learned_value": learned, "seed": seed})
+    settings = {**SMALLER, "time.learned_value": learned, "seed": seed}
+    config = spec.trainer_config({**settings, "network.use_target_score": target_score})
     trainer = Trainer(config)
     elbos = []
     while trainer.iteration < iterations:
@@ -64,19 +70,26 @@ def main() -> None:
     parser.add_argument("--target", choices=("funnel", "credit"), default="credit")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--learned", nargs="+", choices=("sigma2", "friction"), default=["sigma2", "friction"]
+    )
+    parser.add_argument("--target-score", action="store_true", help="feed it to the network")
     parser.add_argument("--jax", type=Path, nargs="*", default=[], help="JAX curve files")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     jobs = [
-        (args.target, learned, seed, args.iterations)
-        for learned in ("sigma2", "friction")
+        (args.target, learned, seed, args.iterations, args.target_score)
+        for learned in args.learned
         for seed in args.seeds
     ]
     with ProcessPoolExecutor(args.workers) as pool:
         curves = {
             (job[1], job[2]): elbos for job, elbos in zip(jobs, pool.map(curve, jobs), strict=True)
         }
-    rows = [(f"ours, learns {learned}, seed {seed}", c) for (learned, seed), c in curves.items()]
+    fed = ", target score fed" if args.target_score else ""
+    rows = [
+        (f"ours, learns {learned}{fed}, seed {seed}", c) for (learned, seed), c in curves.items()
+    ]
     rows += [(f"authors' JAX step, {path.stem}", jax_curve(path)) for path in args.jax]
     show_every = SHOW_EVERY if args.iterations <= 3000 else 2 * SHOW_EVERY
     step = show_every // RECORD_EVERY
