@@ -10,7 +10,9 @@ target given a curve of the authors' JAX step (`--jax-curve TARGET=FILE`, made b
 bench.jax_dis_step --target TARGET --no-target-score --authors --curve 1000`, with
 `--prior-scale 10` for credit), a figure of the first iterations' training ELBO beside it at
 equal iterations and beside earlier runs of the same studies under other settings (`--earlier
-ROOT=LABEL`). A study not under ROOT keeps its section as the page has it.
+ROOT=LABEL`); where that curve covers the whole budget (`--curve 10000`), a figure of the training
+ELBO over it, ours beside the JAX step's, for the studies with the authors' settings. A study not
+under ROOT keeps its section as the page has it.
 
 Usage: python -m experiments.paper_budget --root ROOT [--out docs/paper_budget.md]
            [--jax-curve TARGET=FILE ...] [--earlier ROOT=LABEL ...]
@@ -45,11 +47,12 @@ class Section:
     file: str
     target: str
     title: str
+    authors_settings: bool = False  # every setting the authors' (the JAX step's) but sigma2's
 
 
 SECTIONS = {  # the page's sections by key (a key names its markers and figures)
-    "credit": Section("paper-budget-credit-dis", "credit_dis", "credit", "credit"),
-    "funnel": Section("paper-budget-funnel-dis", "funnel_dis", "funnel", "funnel"),
+    "credit": Section("paper-budget-credit-dis", "credit_dis", "credit", "credit", True),
+    "funnel": Section("paper-budget-funnel-dis", "funnel_dis", "funnel", "funnel", True),
     "funnel_prior_lr": Section(
         "paper-budget-funnel-dis-prior-lr",
         "funnel_dis_prior_lr",
@@ -73,12 +76,14 @@ SECTIONS = {  # the page's sections by key (a key names its markers and figures)
         "credit_dis_friction",
         "credit",
         "credit, the authors' settings with the friction learned as their code learns it",
+        authors_settings=True,
     ),
     "funnel_friction": Section(
         "paper-budget-funnel-dis-friction",
         "funnel_dis_friction",
         "funnel",
         "funnel, the authors' settings with the friction learned as their code learns it",
+        authors_settings=True,
     ),
 }
 TARGET_OF_STUDY = {s.study: s.target for s in SECTIONS.values()}
@@ -92,6 +97,7 @@ LOG_Z = {"funnel": 0.0, "credit": credit_log_z(10.0)}  # every ELBO's ceiling
 BUDGET = 10_000
 START_ITERATIONS = 1000  # the start that the JAX step's curve covers
 START_YLIM = {"funnel": (-6.0, 0.0)}  # the start figure's ELBO range (default: all values)
+BUDGET_YLIM = {"funnel": (-2.0, 0.0)}  # the whole-budget figure's (default: all values)
 
 
 def _total(client: MlflowClient, record: TrialRecord, metric: str) -> float:
@@ -185,6 +191,44 @@ def start_figure(
     plt.close(fig)
 
 
+def budget_figure(
+    target: str, records: list[TrialRecord], jax_curve: list[dict[str, float]], path: Path
+) -> None:
+    """A target's training ELBO over the whole budget, ours beside the authors' JAX step
+    (learned Gaussian, their defaults), each point the mean of the last LAST_EVALUATIONS records
+    up to its iteration (one batch each); the paper's values dashed."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for record in records:
+        steps, values = _trailing_means(record.history.get(TRAIN_ELBO, []))
+        line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
+        paper = PAPER.get((target, record.variant), {}).get("elbo")
+        if paper is not None:
+            ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+    jax_points = [(row["iteration"], row["train_elbo"]) for row in jax_curve]
+    ax.plot(*_trailing_means(jax_points), "k-", label="authors' JAX step: Gaussian (learned)")
+    ax.set_ylim(*BUDGET_YLIM.get(target, ax.get_ylim()))
+    ax.set(
+        title=f"{target}, DIS: the whole budget beside the authors' step",
+        xlabel="training iteration",
+        ylabel=f"training ELBO, mean of the last {LAST_EVALUATIONS} records",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _trailing_means(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """(iterations, the mean of the last LAST_EVALUATIONS values up to each), from the
+    LAST_EVALUATIONS-th point on."""
+    values = [value for _, value in points]
+    means = [
+        sum(values[i + 1 - LAST_EVALUATIONS : i + 1]) / LAST_EVALUATIONS
+        for i in range(LAST_EVALUATIONS - 1, len(values))
+    ]
+    return [step for step, _ in points[LAST_EVALUATIONS - 1 :]], means
+
+
 def _records(root: str) -> tuple[MlflowClient, set[str], list[TrialRecord]]:
     """The MLflow client of a records folder, its experiments and the paper-budget trials."""
     client = MlflowClient(StudyPaths(Path(root)).mlflow_uri)
@@ -273,6 +317,11 @@ def main() -> None:
                 f"![The first {START_ITERATIONS:,} iterations beside the authors' step]"
                 f"({start})\n\n"
             )
+            curve = jax_curves[part.target]
+            if part.authors_settings and curve[-1]["iteration"] >= BUDGET:
+                whole = f"paper_budget_{key}_budget.png"
+                budget_figure(part.target, found, curve, out.parent / whole)
+                figures += f"![The whole budget beside the authors' step]({whole})\n\n"
         sections[key] = section(key, client, found, figures)
     commands = "\n".join(
         f"    gmp study run examples/paper_budget/{part.file}.yaml --root ROOT"
@@ -288,9 +337,11 @@ def main() -> None:
         "--jax-curve funnel=jax_funnel.json credit=jax_credit.json\n\n"
         "The figures of the first iterations draw the authors' DIS step in JAX beside ours "
         "(learned Gaussian, their defaults); its curves come from `python -m bench.jax_dis_step "
-        "--target funnel --no-target-score --authors --curve 1000 > jax_funnel.json`, and the "
-        "same with `--target credit --prior-scale 10` for credit (JAX is not a dependency of "
-        "gmp: bench/jax_dis_step.py says how to install it). "
+        "--target funnel --no-target-score --authors --curve 10000 --checkpoint jax_funnel.npz "
+        "> jax_funnel.json` (the whole budget, drawn beside ours in a figure of its own; a "
+        "stopped run continues from its checkpoint) and `python -m bench.jax_dis_step --target "
+        "credit --prior-scale 10 --no-target-score --authors --curve 1000 > jax_credit.json` "
+        "(JAX is not a dependency of gmp: bench/jax_dis_step.py says how to install it). "
         "The last command rewrites the section of each study it finds under ROOT and keeps "
         "the other sections as they are, so studies may run at different times or on "
         "different machines. Why the numbers differ from the paper's: "
