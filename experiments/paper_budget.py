@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class Section:
     file: str
     target: str
     title: str
-    authors_settings: bool = False  # every setting the authors' (the JAX step's) but sigma2's
+    authors_settings: bool = False  # the JAX step's settings, friction or sigma2 learned
 
 
 SECTIONS = {  # the page's sections by key (a key names its markers and figures)
@@ -135,10 +136,7 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for record in records:
         steps, values = zip(*record.history.get("elbo", [(0, math.nan)]), strict=True)
-        line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
-        paper = PAPER.get((target, record.variant), {}).get("elbo")
-        if paper is not None:
-            ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+        _plot_beside_paper(ax, target, record, steps, values)
     ax.axhline(LOG_Z[target], ls=":", color="black", label=f"log Z: {LOG_Z[target]:.3f}")
     # From the first tenth of the budget on (the start is far below), up to log Z.
     shown = [v for r in records for i, v in r.history.get("elbo", []) if i >= BUDGET // 10]
@@ -148,10 +146,7 @@ def figure(target: str, records: list[TrialRecord], path: Path) -> None:
     margin = 0.05 * (top - bottom)
     ax.set_ylim(bottom - margin, top + margin)
     ax.set(title=f"{target}, DIS", xlabel="training iteration", ylabel="ELBO (2000 samples)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, legend_size=8)
 
 
 def start_figure(
@@ -185,10 +180,7 @@ def start_figure(
     )
     if target in START_YLIM:
         ax.set_ylim(*START_YLIM[target])
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, legend_size=7)
 
 
 def budget_figure(
@@ -199,11 +191,7 @@ def budget_figure(
     up to its iteration (one batch each); the paper's values dashed."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for record in records:
-        steps, values = _trailing_means(record.history.get(TRAIN_ELBO, []))
-        line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
-        paper = PAPER.get((target, record.variant), {}).get("elbo")
-        if paper is not None:
-            ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+        _plot_beside_paper(ax, target, record, *_trailing_means(record.history.get(TRAIN_ELBO, [])))
     jax_points = [(row["iteration"], row["train_elbo"]) for row in jax_curve]
     ax.plot(*_trailing_means(jax_points), "k-", label="authors' JAX step: Gaussian (learned)")
     ax.set_ylim(*BUDGET_YLIM.get(target, ax.get_ylim()))
@@ -212,10 +200,7 @@ def budget_figure(
         xlabel="training iteration",
         ylabel=f"training ELBO, mean of the last {LAST_EVALUATIONS} records",
     )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, legend_size=7)
 
 
 def _trailing_means(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
@@ -227,6 +212,24 @@ def _trailing_means(points: list[tuple[int, float]]) -> tuple[list[int], list[fl
         for i in range(LAST_EVALUATIONS - 1, len(values))
     ]
     return [step for step, _ in points[LAST_EVALUATIONS - 1 :]], means
+
+
+def _plot_beside_paper(
+    ax: plt.Axes, target: str, record: TrialRecord, steps: Sequence[int], values: Sequence[float]
+) -> None:
+    """One trial's curve and, dashed in its colour, the paper's ELBO for its prior family."""
+    line = ax.plot(steps, values, label=f"ours: {record.variant}, K = {record.k}")[0]
+    paper = PAPER.get((target, record.variant), {}).get("elbo")
+    if paper is not None:
+        ax.axhline(paper, ls="--", color=line.get_color(), label=f"paper: {paper}")
+
+
+def _save(fig: plt.Figure, ax: plt.Axes, path: Path, legend_size: int) -> None:
+    """Add the legend, write the figure to `path` and close it."""
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _records(root: str) -> tuple[MlflowClient, set[str], list[TrialRecord]]:
