@@ -70,7 +70,7 @@ class StepInto(NamedTuple):
     """Step n - 1's coefficients, as the backward kernel into point n needs them."""
 
     eta: Tensor
-    quarter_inv_eta: Tensor  # 1 / (4 eta)
+    minus_quarter_inv_eta: Tensor  # -1 / (4 eta): log B's sign folded in, one operator fewer
 
 
 class StepOut(NamedTuple):
@@ -95,11 +95,11 @@ class _LogProbWithScore(torch.autograd.Function):
         return grad.unsqueeze(-1) * score, None, None
 
 
-def _scaled_sq_norm(residual: Tensor, quarter_inv_eta: Tensor) -> Tensor:
-    """sum_i residual_i^2 / (4 eta_i) per row, for a scalar or per-dimension eta."""
-    if quarter_inv_eta.dim() == 0:
-        return residual.square().sum(-1) * quarter_inv_eta
-    return residual.square() @ quarter_inv_eta
+def _scaled_sq_norm(residual: Tensor, scale: Tensor) -> Tensor:
+    """sum_i scale_i residual_i^2 per row, for a scalar or per-dimension scale."""
+    if scale.dim() == 0:
+        return residual.square().sum(-1) * scale
+    return residual.square() @ scale
 
 
 @dataclass(frozen=True)
@@ -209,9 +209,9 @@ class Sampler(nn.Module):
         u, v = self.controls(x, target_score, terms, out is not None, into is not None)
         log_backward = None
         if into is not None:
-            eta, quarter_inv_eta = into
+            eta, minus_quarter_inv_eta = into
             mean_prev = torch.addcmul(x, eta, drift if v is None else drift + v)
-            log_backward = -_scaled_sq_norm(x_prev - mean_prev, quarter_inv_eta)
+            log_backward = _scaled_sq_norm(x_prev - mean_prev, minus_quarter_inv_eta)
         if out is None:
             return None, log_backward
         eta, noise_scale, quarter_inv_eta = out
@@ -262,6 +262,7 @@ class Sampler(nn.Module):
         eta = self.schedule.eta()
         etas, noise_scales = eta.unbind(0), torch.sqrt(2 * eta).unbind(0)
         quarter_inv_etas = (0.25 / eta).unbind(0)
+        minus_quarter_inv_etas = (-0.25 / eta).unbind(0)
         n_steps = len(etas)
         term_rows = self.step_terms().rows(n_steps + 1)
         x_prev = log_rho = score = None
@@ -278,7 +279,7 @@ class Sampler(nn.Module):
                 if not detach:
                     noise_energy += eps.square().sum(-1)
             if i:
-                into = StepInto(etas[i - 1], quarter_inv_etas[i - 1])
+                into = StepInto(etas[i - 1], minus_quarter_inv_etas[i - 1])
             args = (x_prev, x, score, eps, into, out, term_rows[i], detach)
             if self.checkpoint_steps and torch.is_grad_enabled():
                 x_next, delta = checkpoint(
