@@ -89,6 +89,19 @@ def test_outer_clip_and_network_without_score() -> None:
     torch.testing.assert_close(plain(x, t), torch.zeros_like(x), atol=1e-5, rtol=0)
 
 
+def test_an_output_past_the_outer_clip_passes_no_gradient() -> None:
+    """At the start u = 10 s (a score scale of 10, the state part ~0): du/ds is 10 where
+    |10 s| < 50 and 0 where the clip holds u at +-50."""
+    net = make(outer_clip=50.0, score_scale_init=10.0)
+    x, score = inputs()
+    score = (score / 100).requires_grad_()  # std 3: most of 10 s inside the clip, some past it
+    u = net(x, torch.tensor(0.0, dtype=torch.float64), score)
+    (grad,) = torch.autograd.grad(u.sum(), score)
+    inside = (10 * score.detach()).abs() < 50
+    assert 0 < int(inside.sum()) < inside.numel()
+    torch.testing.assert_close(grad, 10.0 * inside.double(), atol=1e-6, rtol=0)
+
+
 def test_the_time_that_the_network_sees_at_each_step() -> None:
     """`fraction` feeds n / N (our default), `step` the index n itself (the authors' code)."""
     fraction, step = make(), make(time_input="step")
