@@ -9,8 +9,9 @@ experiments/friction_beside_jax.py (batch 500, N = 64, width 64), one process ea
 evaluates them on the paper's protocol at each milestone: 2000 samples, the mean of 5
 evaluations 100 iterations apart ending at the milestone.
 
-`--resume DIR [DIR...]` instead continues saved trainers (checkpoint directories of a study's
-trials, at their own size) from where they stopped to `--iterations`.
+`--resume DIR [DIR...]` instead continues saved trainers (a trial's checkpoint directory,
+ROOT/tune/STUDY/TRIAL/checkpoint_NNNNNN, at the trial's own size) from where they stopped to
+`--iterations`.
 
 Usage: python -m experiments.longer_budget [--iterations 40000] [--every 10000] [--seed 0]
            [--k 1 5] [--out longer_budget.json]
