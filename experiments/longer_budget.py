@@ -112,7 +112,10 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=1))
     shown = sorted({row["iteration"] for result in results for row in result["rows"]})
     header = [f"{m:,}" for m in shown]
-    print("\nevaluation ELBO / ESS (2000 samples, mean of 5 evaluations 100 iterations apart)")
+    print(
+        f"\nevaluation ELBO / ESS ({SAMPLES} samples, mean of {EVALUATIONS} evaluations {APART} "
+        "iterations apart)"
+    )
     print("| prior | " + " | ".join(header) + " |")
     print("|---" * (len(header) + 1) + "|")
     for result in results:
