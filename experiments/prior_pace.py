@@ -12,6 +12,10 @@ prior's mean scale over all coordinates and along the first, and the spread of t
 means along the first.
 
 Usage: python -m experiments.prior_pace [--target funnel|credit] [--iterations 3000] [--workers 2]
+       [--k 1 5] [--lr-prior 5e-4 5e-3] [--init-mean-std S ...]
+
+--init-mean-std draws the components' means from N(0, S^2 I) instead of the study file's setting,
+to see whether means that start apart over the target's support reach it sooner.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -38,12 +43,16 @@ def study_file(target: str) -> Path:
     return STUDIES / f"{target}_dis.yaml"
 
 
-def run(job: tuple[str, int, float, int]) -> dict[str, float]:
-    """Train one (K, prior learning rate) on `target` for `iterations` and summarise its prior."""
-    target, k, lr_prior, iterations = job
+def run(job: tuple[str, int, float, float | None, int]) -> dict[str, float]:
+    """Train one (K, prior learning rate, spread of the initial means) on `target` for
+    `iterations` and summarise its prior; a spread of None keeps the study file's."""
+    target, k, lr_prior, init_mean_std, iterations = job
     torch.set_num_threads(1)
     spec = load_spec(study_file(target))
-    config = spec.trainer_config({**SMALLER, "prior.k_max": k, "optim.lr_prior": lr_prior})
+    overrides = {**SMALLER, "prior.k_max": k, "optim.lr_prior": lr_prior}
+    if init_mean_std is not None:
+        overrides["prior.init_mean_std"] = init_mean_std
+    config = spec.trainer_config(overrides)
     trainer = Trainer(config)
     start = time.perf_counter()
     elbos = []
@@ -56,6 +65,7 @@ def run(job: tuple[str, int, float, int]) -> dict[str, float]:
     return {
         "k": k,
         "lr_prior": lr_prior,
+        "init_mean_std": config.prior.init_mean_std,
         "elbo": statistics.fmean(elbos[-LAST_EVALUATIONS:]),
         "scale": scales.mean().item(),
         "scale_x0": scales[:, 0].mean().item(),
@@ -65,23 +75,30 @@ def run(job: tuple[str, int, float, int]) -> dict[str, float]:
 
 
 def main() -> None:
-    """Run the four (K, learning rate) pairs in a process pool and print one row each."""
+    """Run every (K, learning rate, initial spread) in a process pool and print one row each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=("funnel", "credit"), default="funnel")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--lr-prior", type=float, nargs="+", default=[5e-4, 5e-3])
+    parser.add_argument("--init-mean-std", type=float, nargs="+", default=[None])
     args = parser.parse_args()
-    jobs = [(args.target, k, lr, args.iterations) for lr in (5e-4, 5e-3) for k in (1, 5)]
+    jobs = [
+        (args.target, k, lr, spread, args.iterations)
+        for lr, spread, k in product(args.lr_prior, args.init_mean_std, args.k)
+    ]
     print(
         f"{args.target}, DIS, {args.iterations} iterations at batch 500, N = 64, width 64 (else "
         f"as {study_file(args.target).name}); ELBO: mean of the last {LAST_EVALUATIONS} "
         "evaluations on 2000 samples"
     )
-    print("K  lr_prior  ELBO      mean scale  scale along x0  means along x0  seconds")
+    print("K   lr_prior  init means  ELBO      mean scale  scale along x0  means along x0  seconds")
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(run, jobs):
             print(
-                f"{row['k']}  {row['lr_prior']:.0e}   {row['elbo']:8.3f}  {row['scale']:10.3f}"
+                f"{row['k']:<3d} {row['lr_prior']:.0e}   {row['init_mean_std']:10.2f}"
+                f"  {row['elbo']:8.3f}  {row['scale']:10.3f}"
                 f"  {row['scale_x0']:14.2f}"
                 f"  {row['means_x0']:14s}  {row['seconds']:.0f}"
             )
