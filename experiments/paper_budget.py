@@ -60,6 +60,12 @@ SECTIONS = {  # the page's sections by key (a key names its markers and figures)
         "funnel",
         "funnel, the GMP with its prior's learning rate at 5e-3 (ten times the authors')",
     ),
+    "funnel_k20": Section(
+        "paper-budget-funnel-dis-k20",
+        "funnel_dis_k20",
+        "funnel",
+        "funnel, a GMP of 20 components with its prior's learning rate at 5e-3",
+    ),
     "credit_prior_lr": Section(
         "paper-budget-credit-dis-prior-lr",
         "credit_dis_prior_lr",
