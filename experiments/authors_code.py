@@ -29,7 +29,8 @@ import re
 import statistics
 from pathlib import Path
 
-LAST_EVALUATIONS = 5
+from storage.records import LAST_EVALUATIONS
+
 EVALUATION = re.compile(
     r"^Step (?P<step>\d+): Loss: [^;]*; ELBO (?P<elbo>\S+); .*reverse_ESS (?P<ess>\S+)\s*$"
 )
