@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from bench.dis_step import SETTINGS, run_isolated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,11 +177,22 @@ def time_train(args: argparse.Namespace, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it ("unknown" where it does not)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
 def print_steps(args: argparse.Namespace, results: dict[str, dict]) -> None:
     """The step table: per target, load and implementation, s/iter and the ratio to JAX."""
     n_steps = 16 if args.quick else 128
     print(
-        f"DIS step, learned Gaussian, no target score, N={n_steps}; {os.cpu_count()} CPUs; "
+        f"DIS step, learned Gaussian, no target score, N={n_steps}; {os.cpu_count()} CPUs "
+        f"({cpu_model()}, torch's kernels: {torch.backends.cpu.get_cpu_capability()}); "
         f"loaded = {args.busy_per_core} busy process(es) per CPU; rounds={args.rounds}, "
         f"iters/process={args.iters}"
     )

@@ -80,6 +80,21 @@ class TaggedOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for a study that Tune drives by ask and tell. The study's trial
+    budget ends it; Optuna's own stop after the last grid point is meant for the loop of
+    `Study.optimize` and, outside one, only raises (which Tune would log as a warning)."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Any,
+    ) -> None:
+        """Nothing to do after a trial: there is no optimize loop to stop."""
+
+
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
     """The search space as Optuna distributions (names are trainer setting paths)."""
     space: dict[str, BaseDistribution] = {}
@@ -104,7 +119,7 @@ def optuna_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     grid = {k: list(p.choices) for k, p in spec.search_space.items()}  # validated categorical
-    return optuna.samplers.GridSampler(grid, seed=seed)
+    return AskTellGridSampler(grid, seed=seed)
 
 
 def searcher(

@@ -414,16 +414,19 @@ def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], rea
 
 
 def _optuna_plots(study: Any, folder: Path) -> None:
-    """Optimisation history and parameter importances as PNG (skipped when undefined: no
-    finished trial yet, as when a study is interrupted early)."""
+    """Optimisation history and parameter importances as PNG, each skipped where undefined:
+    no finished trial yet (as when a study is interrupted early), or, for importances, fewer
+    than two."""
     import optuna.visualization.matplotlib as ovm
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return
-    for name, draw in (
-        ("optimization_history", ovm.plot_optimization_history),
-        ("param_importances", ovm.plot_param_importances),
-    ):
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plots = {
+        "optimization_history": (ovm.plot_optimization_history, 1),
+        "param_importances": (ovm.plot_param_importances, 2),
+    }
+    for name, (draw, needed) in plots.items():
+        if finished < needed:
+            continue
         try:
             with without_experimental_warning():
                 axes = (

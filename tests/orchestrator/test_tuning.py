@@ -36,6 +36,19 @@ def test_grid_sampler_enumerates_the_categorical_space():
     assert sorted(t.params["prior.k_max"] for t in study.trials) == [1, 4]
 
 
+def test_grid_study_driven_by_ask_and_tell_completes_its_last_point():
+    # Optuna's own grid sampler raises "Study.stop is supposed to be invoked inside an
+    # objective function" when the last grid point is told outside Study.optimize.
+    space = {"prior.k_max": {"type": "categorical", "choices": [1, 4]}}
+    spec = _spec(search={"algorithm": "grid"}, search_space=space)
+    study = optuna.create_study(sampler=tuning.optuna_sampler(spec))
+    distribution = {"prior.k_max": CategoricalDistribution([1, 4])}
+    for value in (2.0, 1.0):
+        study.tell(study.ask(distribution), value)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(t.params["prior.k_max"] for t in study.trials) == [1, 4]
+
+
 def test_distributions_follow_the_search_space():
     space = tuning.distributions(_spec())
     assert space["prior.k_max"] == CategoricalDistribution([1, 4])
