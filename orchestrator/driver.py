@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -52,6 +53,7 @@ HEAD_LOST_EXIT = 1  # the CLI's failure exit: the driver ends from the head watc
 RELEASE_WAIT_S = 5.0
 SNAPSHOT_PERIOD_S = 1  # Tune's experiment snapshot (what a resumed study restarts from)
 CHECKPOINTS_KEPT = 3  # per trial: more than the snapshot can fall behind
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"  # warns at ray.init
 
 
 class StudyConflictError(ValueError):
@@ -162,6 +164,8 @@ def start_ray(
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # a local Ray turns token authentication on by default and warns that it did
+        logging.getLogger(RAY_AUTH_LOGGER).setLevel(logging.ERROR)
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
@@ -207,6 +211,7 @@ def run_study(
     # waits 10 s or more), so that it never names a checkpoint that was already rotated out
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the engine that prints a ProgressReporter's table
+    _quiet_start_up_notices()
     where = StudyLocations.resolve(spec, root)
     where = replace(where, optuna_url=password_to_env(where.optuna_url))  # Tune pickles URLs
     storage = open_storage(where.optuna_url)
@@ -238,6 +243,14 @@ def run_study(
             if started:
                 ray.shutdown()
     return results
+
+
+def _quiet_start_up_notices() -> None:
+    """Keep the libraries' start-up notices (Optuna's "study created" or "using an existing
+    study", MLflow's "creating database tables") off the study's terminal, which shows the
+    study's own table; their warnings and errors still show."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def study_complete(spec: StudySpec, study: optuna.Study) -> bool:
