@@ -8,13 +8,11 @@ from typing import Any
 
 import ray
 
-from orchestrator.quiet_exit import silence_ignored_exits
 from orchestrator.threads import use_threads
 
 
 def _run_in_task(fn: Callable[[Any], Any], item: Any, cpus: float) -> tuple[Any, dict[str, Any]]:
     use_threads(cpus)
-    silence_ignored_exits()  # the task's worker process ends by SIGTERM when the study does
     result = fn(item)
     context = ray.get_runtime_context()
     return result, {"task_id": context.get_task_id(), "pid": os.getpid()}

@@ -13,7 +13,6 @@ import ray
 import torch
 from ray import tune
 
-from orchestrator.quiet_exit import silence_ignored_exits
 from orchestrator.spec import StudySpec
 from orchestrator.tasks import RayTaskExecutor
 from orchestrator.threads import training_threads
@@ -36,7 +35,6 @@ class GMPTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any], spec_json: str) -> None:
         """Build the trainer from the study spec and this trial's sampled parameters."""
         logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per checkpoint
-        silence_ignored_exits()  # this actor's process ends by SIGTERM when the study does
         self.spec = StudySpec.model_validate_json(spec_json)
         self.threads = training_threads(self.spec.resources.cpus)
         self.executor = RayTaskExecutor(self.spec.resources.imr_task_cpus)
