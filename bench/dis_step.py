@@ -63,7 +63,8 @@ def run_one(spec: dict) -> dict:
         limit_threads(spec["threads"])
     import torch
 
-    from trainers import Trainer, TrainerConfig
+    from trainers import Trainer, TrainerConfig, native
+    from trainers.integrator import row_blocks
 
     adaptive = AdaptiveThreads() if spec["threads"] is None else None
     if adaptive is not None:
@@ -90,6 +91,10 @@ def run_one(spec: dict) -> dict:
     )
     trainer = Trainer(config, threads=row_threads)
     cuda = trainer.device.type == "cuda"
+    blocks = len(row_blocks(config.batch_size, row_threads))
+    if adaptive is not None and native.wanted(trainer.device.type, blocks):
+        native.ops()  # built or loaded before the warm-up, which judges the free CPUs
+        adaptive.restart()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm_start = time.perf_counter()
     trainer.train(spec["warmup"])

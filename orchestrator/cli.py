@@ -33,7 +33,9 @@ from orchestrator.threads import (
     ThreadSettingError,
     single_threaded_torch,
 )
+from trainers import native
 from trainers.config import SamplerName
+from trainers.integrator import row_blocks
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -290,6 +292,9 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     trainer = Trainer(config)
+    if native.wanted(trainer.device.type, len(row_blocks(config.batch_size, threads.most))):
+        _prepare_compiled_step(console)
+        threads.restart()  # the build's CPU time is not other users' work
     shown = spec_metrics(spec)
     start = time.perf_counter()
     while trainer.iteration < spec.budget.iterations:
@@ -310,6 +315,20 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         trainer.save(out)
         console.print(f"saved to {out}: trainers.load({str(out)!r}).sample(1000) draws from it")
     return EXIT_OK
+
+
+def _prepare_compiled_step(console: Console) -> None:
+    """Build (on the first run) or load the compiled training step before the first iteration,
+    saying so while it builds (trainers/native.py)."""
+    start = time.perf_counter()
+    with console.status("preparing the compiled training step (the first run builds it)"):
+        built = native.ops()
+    elapsed = time.perf_counter() - start
+    if built is not None and elapsed > 2.0:
+        console.print(
+            f"built the compiled training step in {elapsed:.0f} s; later runs reuse it",
+            markup=False,
+        )
 
 
 def _with_settings(

@@ -152,6 +152,10 @@ class AdaptiveThreads:
         """The most threads a call can give."""
         return self.fixed if self.fixed is not None else len(self.free.cpus)
 
+    def restart(self) -> None:
+        """Forget the CPU time seen so far (work of this process's own, such as a build)."""
+        self.free.read()
+
     def next(self) -> int:
         """The thread count for the next stretch of work."""
         if self.fixed is not None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from targets.base import Target
+from trainers import native
 from trainers.config import TrainerConfig
 from trainers.metrics import ELBO, ESS, LOG_Z, elbo, ess, log_z_estimate
 from trainers.network import TimeTerms
@@ -102,6 +103,48 @@ def _scaled_sq_norm(residual: Tensor, scale: Tensor) -> Tensor:
     return residual.square() @ scale
 
 
+def point_update(
+    x_prev: Tensor | None,
+    x: Tensor,
+    drift: Tensor,
+    u: Tensor | None,
+    v: Tensor | None,
+    eps: Tensor | None,
+    into_eta: Tensor | None,
+    minus_quarter_inv_eta: Tensor | None,
+    out_eta: Tensor | None,
+    noise_scale: Tensor | None,
+    quarter_inv_eta: Tensor | None,
+    detach: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """x_next and point n's share of log w that depends on the parameters, from the base drift
+    and the controls at x = x_n: log B_{n-1}(x_prev | x) - log F_n(x_next | x), less what
+    `Sampler._integrate` adds outside the graph (without `detach`, -log F_n(x_next | x) =
+    |eps_n|^2 / 2).
+
+    The step into point n (`StepInto`'s fields) is None at n = 0, the step out of it
+    (`StepOut`'s) None at n = N, where there is no next state; the log-w share is None where
+    nothing is left of it. native_step.cpp holds this function's compiled twin.
+    """
+    log_backward = None
+    if into_eta is not None:
+        assert x_prev is not None and minus_quarter_inv_eta is not None
+        mean_prev = torch.addcmul(x, into_eta, drift if v is None else drift + v)
+        log_backward = _scaled_sq_norm(x_prev - mean_prev, minus_quarter_inv_eta)
+    if out_eta is None:
+        return None, log_backward
+    assert noise_scale is not None and eps is not None and quarter_inv_eta is not None
+    mean_next = torch.addcmul(x, out_eta, drift if u is None else drift + u)
+    x_next = torch.addcmul(mean_next, noise_scale, eps)
+    if not detach:
+        return x_next, log_backward
+    x_next = x_next.detach()
+    minus_log_forward = _scaled_sq_norm(x_next - mean_next, quarter_inv_eta)
+    if log_backward is None:
+        return x_next, minus_log_forward
+    return x_next, log_backward + minus_log_forward
+
+
 @dataclass(frozen=True)
 class IntegratorOptions:
     """How a sampler integrates and what it minimises: loss, step checkpointing, compilation."""
@@ -149,6 +192,7 @@ class Sampler(nn.Module):
         self.target = target
         self.loss_kind = options.loss
         self.checkpoint_steps = options.checkpoint_steps
+        self.compile_step = options.compile_step
         step: Callable[..., tuple[Tensor | None, Tensor]] = self._point
         self._step = torch.compile(step, dynamic=False) if options.compile_step else step
 
@@ -199,31 +243,14 @@ class Sampler(nn.Module):
         detach: bool,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Everything at point n: x_next and the point's share of log w that depends on the
-        parameters, log B_{n-1}(x_prev | x) - log F_n(x_next | x), less what `_integrate`
-        adds outside the graph (without `detach`, -log F_n(x_next | x) = |eps_n|^2 / 2).
-
-        `into` is None at n = 0, `out` None at n = N (where there is no next state); the log-w
-        share is None where nothing is left of it.
-        """
+        parameters (`point_update`). `into` is None at n = 0, `out` None at n = N."""
         drift = self.base_drift(x, target_score, terms)
         u, v = self.controls(x, target_score, terms, out is not None, into is not None)
-        log_backward = None
-        if into is not None:
-            eta, minus_quarter_inv_eta = into
-            mean_prev = torch.addcmul(x, eta, drift if v is None else drift + v)
-            log_backward = _scaled_sq_norm(x_prev - mean_prev, minus_quarter_inv_eta)
-        if out is None:
-            return None, log_backward
-        eta, noise_scale, quarter_inv_eta = out
-        mean_next = torch.addcmul(x, eta, drift if u is None else drift + u)
-        x_next = torch.addcmul(mean_next, noise_scale, eps)
-        if not detach:
-            return x_next, log_backward
-        x_next = x_next.detach()
-        minus_log_forward = _scaled_sq_norm(x_next - mean_next, quarter_inv_eta)
-        if log_backward is None:
-            return x_next, minus_log_forward
-        return x_next, log_backward + minus_log_forward
+        compiled = native.active()
+        update = point_update if compiled is None else compiled.point_update
+        return update(
+            x_prev, x, drift, u, v, eps, *(into or (None, None)), *(out or (None,) * 3), detach
+        )
 
     def rollout(
         self,
@@ -247,9 +274,20 @@ class Sampler(nn.Module):
         self, n: int, generator: torch.Generator | None, detach: bool, threads: int
     ) -> list[Rollout]:
         """The rollouts of `n` trajectories' row blocks, integrated in parallel threads."""
-        blocks = row_blocks(n, threads if self.prior.means.device.type == "cpu" else 1)
-        noise = RolloutNoise(self.prior, n, self.schedule.n_steps, generator, len(blocks))
-        return in_parallel(lambda rows: self._integrate(noise, rows, detach), blocks)
+        device = self.prior.means.device.type
+        blocks = row_blocks(n, threads if device == "cpu" else 1)
+        noise = RolloutNoise(
+            self.prior, n, self.schedule.n_steps, generator, len(blocks), energy=not detach
+        )
+        compiled = None
+        if not self.compile_step and native.wanted(device, len(blocks)):
+            compiled = native.ops()
+
+        def integrate(rows: slice) -> Rollout:
+            with native.using(compiled):
+                return self._integrate(noise, rows, detach)
+
+        return in_parallel(integrate, blocks)
 
     def _integrate(self, noise: RolloutNoise, rows: slice, detach: bool) -> Rollout:
         """The trajectories of rows `rows` of a rollout whose random draws are `noise`."""
@@ -258,7 +296,6 @@ class Sampler(nn.Module):
         if detach:
             x = x.detach()
         log_weight_terms = [-self.prior.log_prob(x)]
-        noise_energy = x.new_zeros(len(x))  # sum of |eps_n|^2, outside the graph
         eta = self.schedule.eta()
         etas, noise_scales = eta.unbind(0), torch.sqrt(2 * eta).unbind(0)
         quarter_inv_etas = (0.25 / eta).unbind(0)
@@ -276,8 +313,6 @@ class Sampler(nn.Module):
             if not last:
                 eps = noise.step(i, rows)
                 out = StepOut(etas[i], noise_scales[i], quarter_inv_etas[i])
-                if not detach:
-                    noise_energy += eps.square().sum(-1)
             if i:
                 into = StepInto(etas[i - 1], minus_quarter_inv_etas[i - 1])
             args = (x_prev, x, score, eps, into, out, term_rows[i], detach)
@@ -291,9 +326,10 @@ class Sampler(nn.Module):
                 log_weight_terms.append(delta)
             if not last:
                 x_prev, x = x, x_next
-        if not detach:
+        log_weights = torch.stack(log_weight_terms).sum(0)
+        if not detach:  # -log F_n's |eps_n|^2 / 2, summed outside the graph
             log_rho = _LogProbWithScore.apply(x, log_rho, score)
-        log_weights = torch.stack(log_weight_terms).sum(0) + 0.5 * noise_energy
+            log_weights = log_weights + 0.5 * noise.energy(rows)
         return Rollout(x.detach(), log_weights + log_rho, components)
 
     def loss_and_gradients(
@@ -363,7 +399,9 @@ class RolloutNoise:
     it is split. A step's draw is kept until each of `readers` has read it.
 
     A reader of step i also draws up to DRAW_AHEAD steps beyond it, outside the lock that reads
-    take, so a thread reading a step already drawn never waits while another draws.
+    take, so a thread reading a step already drawn never waits while another draws. With
+    `energy`, whoever draws eps_n also adds |eps_n|^2 to each row's running sum (`energy`): once
+    for the whole batch instead of once per reader.
     """
 
     DRAW_AHEAD = 2
@@ -375,8 +413,10 @@ class RolloutNoise:
         n_steps: int,
         generator: torch.Generator | None,
         readers: int,
+        energy: bool = False,
     ) -> None:
         self.components, self.initial = prior.draw(n, generator)
+        self._energy = self.initial.new_zeros(n) if energy else None
         self._generator = generator
         self._readers = readers
         self._n_steps = n_steps
@@ -402,6 +442,11 @@ class RolloutNoise:
                         del self._drawn[i]
                     return eps[rows]
 
+    def energy(self, rows: slice) -> Tensor:
+        """sum_n |eps_n|^2 of rows `rows` [len], once this reader has read every step."""
+        assert self._energy is not None, "drawn without `energy`"
+        return self._energy[rows]
+
     def _draw_until(self, last: int) -> None:
         """Draw eps up to step `last` unless drawn or another thread is drawing."""
         with self._lock:
@@ -415,6 +460,8 @@ class RolloutNoise:
                 eps = torch.randn(
                     like.shape, generator=self._generator, device=like.device, dtype=like.dtype
                 )
+                if self._energy is not None:
+                    self._energy += eps.square().sum(-1)
                 with self._lock:
                     self._drawn[index] = eps
                     self._n_drawn = index = index + 1

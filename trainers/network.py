@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from trainers import native
 from trainers.config import NetworkConfig
 
 LAST_LAYER_WEIGHT = 1e-8  # constant initial weight of both output layers ("~0")
@@ -22,7 +23,8 @@ class StateWeights:
     for all the steps of a rollout."""
 
     x_weight_t: Tensor  # the first layer's state part, transposed [d, hidden]
-    layers: tuple[tuple[Tensor, Tensor], ...]  # (weight^T, bias) of each later layer
+    weights_t: tuple[Tensor, ...]  # weight^T of each later layer
+    biases: tuple[Tensor, ...]  # bias of each later layer
 
 
 class TimeTerms(NamedTuple):
@@ -150,13 +152,36 @@ class ControlNetwork(nn.Module):
 
     def state_weights(self) -> StateWeights:
         """The state MLP's weights, transposed as `control` multiplies by them."""
-        layers = tuple((m.weight.T, m.bias) for m in self.state_net if isinstance(m, nn.Linear))
-        return StateWeights(self.state_input.weight[:, : self.dim].T, layers)
+        layers = [m for m in self.state_net if isinstance(m, nn.Linear)]
+        return StateWeights(
+            self.state_input.weight[:, : self.dim].T,
+            tuple(m.weight.T for m in layers),
+            tuple(m.bias for m in layers),
+        )
 
     def control(self, x: Tensor, terms: TimeTerms, score: Tensor | None) -> Tensor:
-        """u for states `x` [B, d] at one time (a row of `time_terms`), target score [B, d]."""
-        out = torch.addmm(terms.state_bias, x, terms.weights.x_weight_t)
-        for weight_t, bias in terms.weights.layers:
+        """u for states `x` [B, d] at one time (a row of `time_terms`), target score [B, d].
+
+        Within a rollout that uses the compiled step (trainers/native.py), its twin of this
+        function computes it, with the same operators in the same order.
+        """
+        weights = terms.weights
+        compiled = native.active()
+        if compiled is not None:
+            return compiled.network_control(
+                x,
+                terms.state_bias,
+                weights.x_weight_t,
+                weights.weights_t,
+                weights.biases,
+                self.approximate,
+                terms.score_scale,
+                score,
+                self.inner_clip,
+                self.outer_clip,
+            )
+        out = torch.addmm(terms.state_bias, x, weights.x_weight_t)
+        for weight_t, bias in zip(weights.weights_t, weights.biases, strict=True):
             out = torch.addmm(bias, F.gelu(out, approximate=self.approximate), weight_t)
         if terms.score_scale is not None:
             if score is None:

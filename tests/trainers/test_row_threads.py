@@ -30,14 +30,15 @@ def test_row_blocks_cover_the_batch_once_and_small_batches_stay_whole() -> None:
 
 def test_noise_read_by_threads_at_different_paces_is_the_one_thread_stream() -> None:
     """Readers that run ahead of or behind each other, with one far ahead of the rest, read
-    exactly the draws one reader gets, and leave the generator where one reader leaves it."""
+    exactly the draws one reader gets, and leave the generator where one reader leaves it; the
+    noise's energy sum_n |eps_n|^2 is each row's, in the order one reader would add it."""
     prior = GaussianMixturePrior(2, 3, 2, 1.0, 1.0, True, torch.Generator().manual_seed(0))
     n, n_steps, readers = 4000, 40, 4
     alone_generator = torch.Generator().manual_seed(5)
     alone = RolloutNoise(prior, n, n_steps, alone_generator, 1)
     expected = [alone.step(i, slice(0, n)) for i in range(n_steps)]
     generator = torch.Generator().manual_seed(5)
-    shared = RolloutNoise(prior, n, n_steps, generator, readers)
+    shared = RolloutNoise(prior, n, n_steps, generator, readers, energy=True)
     blocks = row_blocks(n, readers)
     lockstep = threading.Barrier(readers)
     half = n_steps // 2
@@ -53,9 +54,13 @@ def test_noise_read_by_threads_at_different_paces_is_the_one_thread_stream() -> 
         return out
 
     got = in_parallel(read, blocks)
+    energy = torch.zeros(n)
+    for eps in expected:
+        energy += eps.square().sum(-1)
     for block, steps in zip(blocks, got, strict=True):
         for i, eps in enumerate(steps):
             assert torch.equal(eps, expected[i][block]), (block, i)
+        assert torch.equal(shared.energy(block), energy[block])  # drawn once, for all rows
     assert torch.equal(generator.get_state(), alone_generator.get_state())
     assert torch.equal(shared.initial, alone.initial)
 

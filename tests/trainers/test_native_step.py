@@ -1,0 +1,106 @@
+"""The compiled integration step (trainers/native.py): bitwise the same training as the Python
+step for every sampler and option it serves, used where GMP_NATIVE says, and a warning (not a
+failure) where it cannot be built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.configs import TINY_IMR, assert_same_parameters, tiny
+from trainers import Trainer, native
+from trainers.integrator import MIN_ROWS_PER_THREAD
+from trainers.network import ControlNetwork
+
+ROWS = 2 * MIN_ROWS_PER_THREAD  # two row blocks
+CASES: dict[str, dict[str, Any]] = {
+    "dis, score fed, mixture grown by IMR": {"sampler": "dis", **TINY_IMR},
+    "dis, no score, per-dim friction, tanh GELU": {
+        "sampler": "dis",
+        "network": {
+            "hidden": 8,
+            "n_time_features": 4,
+            "use_target_score": False,
+            "activation": "gelu_tanh",
+        },
+        "time": {"n_steps": 4, "per_dim_friction": True},
+    },
+    "mcd": {"sampler": "mcd"},
+    "cmcd, log-variance loss": {"sampler": "cmcd", "loss": "logvar"},
+    "dbs": {"sampler": "dbs"},
+    "dis, checkpointed steps": {"sampler": "dis", "checkpoint_steps": True},
+}
+
+
+def _trained(case: dict[str, Any], setting: str, monkeypatch: pytest.MonkeyPatch) -> Trainer:
+    monkeypatch.setenv("GMP_NATIVE", setting)
+    trainer = Trainer(tiny(batch_size=ROWS, eval_samples=ROWS, **case), threads=2)
+    trainer.train(4)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def compiled() -> None:
+    """The compiled step, built (or loaded from torch's cache) once for this module."""
+    assert native.ops() is not None, "the compiled step did not build (see the warning)"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_compiled_step_trains_bitwise_as_the_python_step(
+    case: str, compiled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python_step = _trained(CASES[case], "0", monkeypatch)
+    compiled_step = _trained(CASES[case], "1", monkeypatch)
+    assert_same_parameters(python_step, compiled_step)
+    assert python_step.history == compiled_step.history
+    generator = torch.Generator().manual_seed(3)
+    x, log_w = compiled_step.sampler.sample(ROWS, generator, threads=2)
+    monkeypatch.setenv("GMP_NATIVE", "0")
+    x_python, log_w_python = python_step.sampler.sample(
+        ROWS, torch.Generator().manual_seed(3), threads=2
+    )
+    assert torch.equal(x, x_python) and torch.equal(log_w, log_w_python)
+
+
+@pytest.mark.parametrize(
+    ("setting", "threads", "used"),
+    [("auto", 1, False), ("auto", 2, True), ("0", 2, False), ("1", 1, True)],
+)
+def test_setting_chooses_where_the_compiled_step_runs(
+    setting: str, threads: int, used: bool, compiled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    control = ControlNetwork.control
+
+    def recording(self: ControlNetwork, *args: Any) -> torch.Tensor:
+        seen.append(native.active() is not None)
+        return control(self, *args)
+
+    monkeypatch.setattr(ControlNetwork, "control", recording)
+    monkeypatch.setenv("GMP_NATIVE", setting)
+    Trainer(tiny(batch_size=ROWS, eval_samples=ROWS), threads=threads).train(1)
+    assert seen and set(seen) == {used}
+
+
+def test_compiled_step_is_for_cpu_rollouts_split_over_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GMP_NATIVE", "auto")
+    assert native.wanted("cpu", 2) and not native.wanted("cpu", 1)
+    assert not native.wanted("cuda", 2)
+    monkeypatch.setenv("GMP_NATIVE", "yes")
+    with pytest.raises(ValueError, match="GMP_NATIVE"):
+        native.wanted("cpu", 2)
+
+
+def test_a_step_that_cannot_be_built_warns_and_leaves_the_python_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    broken = tmp_path / "broken_step.cpp"
+    broken.write_text("#error this step does not compile\n")
+    with pytest.warns(RuntimeWarning, match="could not build its compiled training step"):
+        assert native.build(broken, "gmp_broken_step") is None

@@ -1,0 +1,89 @@
+"""The compiled integration step (native_step.cpp): built on first use, used where it pays.
+
+Row-block threads (`Sampler.rollout(threads=...)`) run each step's operators from Python, and
+Python lets one thread at a time run Python code: between two operators a thread may wait for
+the other. The compiled step makes the control network's forward pass and the integrator's
+arithmetic at a point one call each, run without that lock. It calls the same operators in the
+same order as the Python code, so trajectories, losses and gradients are bitwise the same
+with it or without it.
+
+`GMP_NATIVE` chooses: `auto` (default) uses it for CPU rollouts split over more than one
+thread, `1` for every rollout, `0` never. The first use compiles it (C++ compiler and ninja
+needed, about half a minute; torch keeps the build in `TORCH_EXTENSIONS_DIR`, by default
+~/.cache/torch_extensions, for later processes). Where it cannot be built, gmp warns once and
+runs the Python step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+SOURCE = Path(__file__).with_name("native_step.cpp")
+SETTINGS = ("auto", "1", "0")
+
+_build_lock = threading.Lock()
+_built: dict[str, ModuleType | None] = {}
+_active = threading.local()
+
+
+def setting() -> str:
+    """`GMP_NATIVE` (auto, 1 or 0), checked."""
+    value = os.environ.get("GMP_NATIVE", "auto").strip().lower()
+    if value not in SETTINGS:
+        raise ValueError(f"GMP_NATIVE must be one of {', '.join(SETTINGS)}, got {value!r}")
+    return value
+
+
+def wanted(device_type: str, row_blocks: int) -> bool:
+    """Whether a rollout on `device_type` split into `row_blocks` blocks uses the compiled step."""
+    choice = setting()
+    return choice == "1" or (choice == "auto" and device_type == "cpu" and row_blocks > 1)
+
+
+def ops() -> ModuleType | None:
+    """The compiled step, built on first call in this process (None where it cannot be)."""
+    with _build_lock:
+        if "ops" not in _built:
+            _built["ops"] = build(SOURCE, "gmp_native_step")
+        return _built["ops"]
+
+
+def build(source: Path, name: str) -> ModuleType | None:
+    """The extension `name` compiled from `source` (or loaded from torch's build cache); None,
+    with a warning, where it cannot be built."""
+    from torch.utils.cpp_extension import load
+
+    try:
+        return load(name=name, sources=[str(source)], extra_cflags=["-O2"])
+    except Exception as error:  # no compiler, no ninja, a failed build: the Python step works
+        lines = str(error).strip().splitlines() or [""]
+        warnings.warn(
+            f"gmp could not build its compiled training step ({type(error).__name__}: "
+            f"{lines[-1]}); it runs the Python step, with the same results (slower with "
+            "several threads). Set GMP_NATIVE=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+@contextmanager
+def using(module: ModuleType | None) -> Iterator[None]:
+    """Within the block, `active()` in this thread is `module` (None: the Python step)."""
+    previous = getattr(_active, "ops", None)
+    _active.ops = module
+    try:
+        yield
+    finally:
+        _active.ops = previous
+
+
+def active() -> ModuleType | None:
+    """The compiled step if this thread's current rollout uses it, else None."""
+    return getattr(_active, "ops", None)

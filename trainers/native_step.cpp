@@ -1,0 +1,83 @@
+// The per-point work of the integration step, compiled: the control network's forward pass
+// (trainers/network.py, ControlNetwork.control) and the integrator's arithmetic at one point
+// (trainers/integrator.py, point_update). Each function calls the same ATen operators in the
+// same order as its Python twin, so results and gradients are bitwise the same; autograd
+// records them as it does from Python. What differs: one call per function instead of one per
+// operator, made without Python's interpreter lock, so that the threads that integrate row
+// blocks of a batch do not wait on each other between operators.
+#include <torch/extension.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+// sum_i scale_i residual_i^2 per row, for a scalar or per-dimension scale.
+Tensor scaled_sq_norm(const Tensor& residual, const Tensor& scale) {
+  if (scale.dim() == 0) {
+    return residual.square().sum(-1) * scale;
+  }
+  return at::matmul(residual.square(), scale);
+}
+
+// drift, or drift + control where there is a control.
+Tensor with_control(const Tensor& drift, const std::optional<Tensor>& control) {
+  return control.has_value() ? drift + *control : drift;
+}
+
+}  // namespace
+
+// u(x) at one time: clip(f(x, t) + g(t) * clip(score, inner), outer), see ControlNetwork.
+Tensor network_control(const Tensor& x, const Tensor& state_bias, const Tensor& x_weight_t,
+                       const std::vector<Tensor>& weights_t, const std::vector<Tensor>& biases,
+                       const std::string& approximate, const std::optional<Tensor>& score_scale,
+                       const std::optional<Tensor>& score, double inner_clip, double outer_clip) {
+  Tensor out = at::addmm(state_bias, x, x_weight_t);
+  for (size_t i = 0; i < weights_t.size(); ++i) {
+    out = at::addmm(biases[i], at::gelu(out, approximate), weights_t[i]);
+  }
+  if (score_scale.has_value()) {
+    TORCH_CHECK(score.has_value(), "this network scales the target score: pass `score`");
+    out = out + *score_scale * score->clamp(-inner_clip, inner_clip);
+  }
+  return at::hardtanh(out, -outer_clip, outer_clip);
+}
+
+// x_next and the point's share of log w, see point_update in trainers/integrator.py; an
+// undefined tensor (None in Python) where there is none.
+std::tuple<Tensor, Tensor> point_update(
+    const std::optional<Tensor>& x_prev, const Tensor& x, const Tensor& drift,
+    const std::optional<Tensor>& u, const std::optional<Tensor>& v,
+    const std::optional<Tensor>& eps, const std::optional<Tensor>& into_eta,
+    const std::optional<Tensor>& minus_quarter_inv_eta, const std::optional<Tensor>& out_eta,
+    const std::optional<Tensor>& noise_scale, const std::optional<Tensor>& quarter_inv_eta,
+    bool detach) {
+  Tensor log_backward;
+  if (into_eta.has_value()) {
+    Tensor mean_prev = at::addcmul(x, *into_eta, with_control(drift, v));
+    log_backward = scaled_sq_norm(*x_prev - mean_prev, *minus_quarter_inv_eta);
+  }
+  if (!out_eta.has_value()) {
+    return {Tensor(), log_backward};
+  }
+  Tensor mean_next = at::addcmul(x, *out_eta, with_control(drift, u));
+  Tensor x_next = at::addcmul(mean_next, *noise_scale, *eps);
+  if (!detach) {
+    return {x_next, log_backward};
+  }
+  x_next = x_next.detach();
+  Tensor minus_log_forward = scaled_sq_norm(x_next - mean_next, *quarter_inv_eta);
+  if (!log_backward.defined()) {
+    return {x_next, minus_log_forward};
+  }
+  return {x_next, log_backward + minus_log_forward};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("network_control", &network_control, py::call_guard<py::gil_scoped_release>());
+  m.def("point_update", &point_update, py::call_guard<py::gil_scoped_release>());
+}
