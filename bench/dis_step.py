@@ -93,8 +93,7 @@ def run_one(spec: dict) -> dict:
     cuda = trainer.device.type == "cuda"
     blocks = len(row_blocks(config.batch_size, row_threads))
     if adaptive is not None and native.wanted(trainer.device.type, blocks):
-        native.ops()  # built or loaded before the warm-up, which judges the free CPUs
-        adaptive.restart()
+        native.ops()  # built or loaded before the warm-up that judges the free CPUs
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm_start = time.perf_counter()
     trainer.train(spec["warmup"])

@@ -15,7 +15,8 @@ the order reversed every other round, and the table shows the median over rounds
 the learned Gaussian (K = 1) with the authors' settings, as the JAX step does. Our variants:
 
 - `policy`: what `gmp train` does by default (orchestrator/threads.py): row-block threads, as
-  many as the CPUs other work left free over the warm-up;
+  many as the CPUs other work left free over the warm-up, with the compiled step where there
+  is more than one (trainers/native.py; run with GMP_NATIVE=0 to time the Python step);
 - `N/rows`: N row-block threads, each running torch single-threaded (a trial holding N CPUs);
 - `N`: N torch intra-op threads with libgomp's default wait (idle threads spin 300,000 times,
   then sleep), what torch does outside gmp;

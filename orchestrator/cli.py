@@ -278,7 +278,8 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         raise BadInputError(f"--out {out}: the folder exists and is not empty")
     try:
         threads = AdaptiveThreads()
-    except ThreadSettingError as err:
+        native.setting()
+    except (ThreadSettingError, ValueError) as err:
         raise BadInputError(str(err)) from None
     single_threaded_torch()
     if threads.fixed is None:
@@ -293,8 +294,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     )
     trainer = Trainer(config)
     if native.wanted(trainer.device.type, len(row_blocks(config.batch_size, threads.most))):
-        _prepare_compiled_step(console)
-        threads.restart()  # the build's CPU time is not other users' work
+        _prepare_compiled_step(console)  # its compiler's CPU time counts as gmp's own
     shown = spec_metrics(spec)
     start = time.perf_counter()
     while trainer.iteration < spec.budget.iterations:

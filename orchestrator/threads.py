@@ -101,10 +101,17 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def _own_cpu_seconds() -> float:
+    """CPU time of this process and of the children it has waited for (a compiler it ran)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 class FreeCpus:
     """How many of this process's CPUs other processes left free, between one reading and the
     next: the CPUs' busy time (Linux's /proc/stat, time stolen by a hypervisor included) minus
-    this process's own CPU time, over the wall time. None where /proc/stat cannot be read."""
+    this process's own CPU time (its finished children's included), over the wall time. None
+    where /proc/stat cannot be read."""
 
     def __init__(self) -> None:
         self.cpus = usable_cpus()
@@ -126,7 +133,7 @@ class FreeCpus:
 
     def _sample(self) -> tuple[float, float, float] | None:
         busy = self._busy_seconds()
-        return None if busy is None else (time.monotonic(), busy, time.process_time())
+        return None if busy is None else (time.monotonic(), busy, _own_cpu_seconds())
 
     def read(self) -> float | None:
         """Free CPUs (a fraction of them counts) since the last reading or the start."""
@@ -151,10 +158,6 @@ class AdaptiveThreads:
     def most(self) -> int:
         """The most threads a call can give."""
         return self.fixed if self.fixed is not None else len(self.free.cpus)
-
-    def restart(self) -> None:
-        """Forget the CPU time seen so far (work of this process's own, such as a build)."""
-        self.free.read()
 
     def next(self) -> int:
         """The thread count for the next stretch of work."""
