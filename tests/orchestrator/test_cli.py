@@ -136,22 +136,16 @@ def test_train_takes_any_trainer_setting_an_iteration_count_and_saves_the_sample
     assert bad.returncode == 2, bad.stderr
     assert "optim.no_such_rate: Extra inputs are not permitted" in bad.stderr
 
-    bad_threads = subprocess.run(
-        [*GMP, "train", str(study), "--iterations", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "GMP_THREADS": "many"},
-    )
-    assert bad_threads.returncode == 2, bad_threads.stderr
-    assert "GMP_THREADS='many': expected a whole number >= 1" in bad_threads.stderr
-
-    bad_native = subprocess.run(
-        [*GMP, "train", str(study), "--iterations", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "GMP_NATIVE": "fast"},
-    )
-    assert bad_native.returncode == 2, bad_native.stderr
-    assert "GMP_NATIVE must be one of auto, 1, 0, got 'fast'" in bad_native.stderr
+    for variable, value, message in (
+        ("GMP_THREADS", "many", "GMP_THREADS='many': expected a whole number >= 1"),
+        ("GMP_NATIVE", "fast", "GMP_NATIVE must be one of auto, 1, 0, got 'fast'"),
+    ):
+        bad_setting = subprocess.run(
+            [*GMP, "train", str(study), "--iterations", "1"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, variable: value},
+        )
+        assert bad_setting.returncode == 2, bad_setting.stderr
+        assert message in bad_setting.stderr
