@@ -1,4 +1,5 @@
-// The per-point work of the integration step, compiled: the control network's forward pass
+// The per-point work of the integration step, compiled: the prior's score
+// (trainers/prior.py, GaussianMixturePrior.score), the control network's forward pass
 // (trainers/network.py, ControlNetwork.control) and the integrator's arithmetic at one point
 // (trainers/integrator.py, point_update). Each function calls the same ATen operators in the
 // same order as its Python twin, so results and gradients are bitwise the same; autograd
@@ -7,6 +8,7 @@
 // blocks of a batch do not wait on each other between operators.
 #include <torch/extension.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -30,6 +32,27 @@ Tensor with_control(const Tensor& drift, const std::optional<Tensor>& control) {
 }
 
 }  // namespace
+
+// grad log p_phi(x) from the prior's score terms (ScoreTerms); `active` (the slots taking part)
+// is absent for a single-slot prior.
+Tensor prior_score(const Tensor& x, const Tensor& means, const Tensor& precision,
+                   const Tensor& weighted_means, const Tensor& logit_offset,
+                   const std::optional<Tensor>& active) {
+  if (!active.has_value()) {
+    return (means - x) * precision;
+  }
+  // One operator per statement: the order in which autograd records them sets the order in
+  // which x's gradient contributions are added, and it must be Python's, left to right.
+  Tensor square_term = x.square().matmul(precision.t());
+  Tensor cross_term = (x * 2).matmul(weighted_means.t());
+  Tensor quad = square_term - cross_term;
+  Tensor logits = logit_offset - quad * 0.5;
+  Tensor masked = at::where(*active, logits, -std::numeric_limits<double>::infinity());
+  Tensor responsibilities = at::softmax(masked, -1);
+  Tensor pull = responsibilities.matmul(weighted_means);
+  Tensor stiffness = responsibilities.matmul(precision);
+  return pull - x * stiffness;
+}
 
 // u(x) at one time: clip(f(x, t) + g(t) * clip(score, inner), outer), see ControlNetwork.
 Tensor network_control(const Tensor& x, const Tensor& state_bias, const Tensor& x_weight_t,
@@ -78,6 +101,7 @@ std::tuple<Tensor, Tensor> point_update(
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("prior_score", &prior_score, py::call_guard<py::gil_scoped_release>());
   m.def("network_control", &network_control, py::call_guard<py::gil_scoped_release>());
   m.def("point_update", &point_update, py::call_guard<py::gil_scoped_release>());
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from trainers import native
 from trainers.parametrize import inverse_softplus, positive, softplus_parameter
 
 
@@ -20,6 +21,10 @@ class ScoreTerms:
     precision: Tensor  # 1 / sigma^2 [K_max, d], inactive slots read as 1
     weighted_means: Tensor  # mu / sigma^2 [K_max, d]
     logit_offset: Tensor  # -0.5 mu^T diag(1 / sigma^2) mu - sum log sigma [K_max]
+
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(means, precision, weighted_means, logit_offset)."""
+        return self.means, self.precision, self.weighted_means, self.logit_offset
 
 
 class GaussianMixturePrior(nn.Module):
@@ -115,6 +120,10 @@ class GaussianMixturePrior(nn.Module):
         """
         if terms is None:
             terms = self.score_terms()
+        compiled = native.active()  # its twin, with the same operators (trainers/native.py)
+        if compiled is not None:
+            active = None if self.k_max == 1 else self.active
+            return compiled.prior_score(x, *terms.as_tuple(), active)
         if self.k_max == 1:
             return (terms.means - x) * terms.precision
         quad = x.square() @ terms.precision.T - 2 * x @ terms.weighted_means.T

@@ -14,6 +14,7 @@ from tests.configs import TINY_IMR, assert_same_parameters, tiny
 from trainers import Trainer, native
 from trainers.integrator import MIN_ROWS_PER_THREAD
 from trainers.network import ControlNetwork
+from trainers.prior import GaussianMixturePrior
 
 ROWS = 2 * MIN_ROWS_PER_THREAD  # two row blocks
 CASES: dict[str, dict[str, Any]] = {
@@ -28,7 +29,7 @@ CASES: dict[str, dict[str, Any]] = {
         },
         "time": {"n_steps": 4, "per_dim_friction": True},
     },
-    "mcd": {"sampler": "mcd"},
+    "mcd, mixture of three": {"sampler": "mcd", "prior": {"k_max": 3, "k_init": 3}},
     "cmcd, log-variance loss": {"sampler": "cmcd", "loss": "logvar"},
     "dbs": {"sampler": "dbs"},
     "dis, checkpointed steps": {"sampler": "dis", "checkpoint_steps": True},
@@ -104,3 +105,19 @@ def test_a_step_that_cannot_be_built_warns_and_leaves_the_python_step(
     broken.write_text("#error this step does not compile\n")
     with pytest.warns(RuntimeWarning, match="could not build its compiled training step"):
         assert native.build(broken, "gmp_broken_step") is None
+
+
+@pytest.mark.parametrize("k_init", [1, 2, 4])
+def test_prior_score_and_its_gradients_match_bitwise_with_inactive_slots(
+    k_init: int, compiled: None
+) -> None:
+    prior = GaussianMixturePrior(4, 5, k_init, 1.0, 1.0, True, torch.Generator().manual_seed(0))
+    x = torch.randn(300, 5, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    results = []
+    for module in (None, native.ops()):
+        with native.using(module):
+            score = prior.score(x, prior.score_terms())
+        grads = torch.autograd.grad(score.square().sum(), [x, prior.means, prior.raw_scales])
+        results.append((score, *grads))
+    for python_value, compiled_value in zip(*results, strict=True):
+        assert torch.equal(python_value, compiled_value)
