@@ -3,6 +3,7 @@
     python -m bench.dis_step                     # funnel, credit, lgcp x K in {1, 10}
     python -m bench.dis_step --quick             # smoke run: N = 16, a quarter of the batch
     python -m bench.dis_step --targets funnel gmm40 --compile --threads 1
+    python -m bench.dis_step --targets lgcp --policy   # as gmp train runs it
 
 Peak memory is the growth of the process's maximum resident set size (getrusage) over the
 training iterations (warm-up included) on the CPU, torch.cuda.max_memory_allocated on CUDA.
@@ -171,7 +172,12 @@ def print_table(rows: list[dict]) -> None:
             continue
         anchor = jax_anchor(row)
         ratio = f"{row['s_per_iter'] / anchor:6.2f}" if anchor else f"{'-':>6}"
-        notes = [row["device_name"], f"threads={row['threads']}"]
+        threads = row["threads"]
+        if threads is None:
+            threads_note = f"gmp train's policy: {row['row_threads']} row-block threads"
+        else:
+            threads_note = f"threads={threads}"
+        notes = [row["device_name"], threads_note]
         notes += [flag for flag in ("compile", "checkpoint_steps") if row[flag]]
         notes += [] if row["target_score"] else ["no target score"]
         print(
@@ -191,6 +197,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="gmp train's threads (row blocks, the compiled step) instead of --threads torch's",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile one step")
     parser.add_argument("--checkpoint-steps", action="store_true")
     parser.add_argument("--no-target-score", action="store_true")
@@ -208,7 +219,7 @@ def main() -> None:
                 "target": target,
                 "k": k,
                 "device": args.device,
-                "threads": args.threads,
+                "threads": None if args.policy else args.threads,
                 "compile": args.compile,
                 "checkpoint_steps": args.checkpoint_steps,
                 "target_score": not args.no_target_score,
