@@ -56,21 +56,31 @@ def ops() -> ModuleType | None:
 
 def build(source: Path, name: str) -> ModuleType | None:
     """The extension `name` compiled from `source` (or loaded from torch's build cache); None,
-    with a warning, where it cannot be built."""
-    from torch.utils.cpp_extension import load
+    with a warning, where it cannot be built.
+
+    The source goes in as text, so that torch's build directory holds its own copy: the build
+    is reused by every checkout or install with the same source, wherever it lies.
+    """
+    from torch.utils.cpp_extension import load_inline
 
     try:
-        return load(name=name, sources=[str(source)], extra_cflags=["-O2"])
+        return load_inline(name=name, cpp_sources=[source.read_text()], extra_cflags=["-O2"])
     except Exception as error:  # no compiler, no ninja, a failed build: the Python step works
-        lines = str(error).strip().splitlines() or [""]
         warnings.warn(
-            f"gmp could not build its compiled training step ({type(error).__name__}: "
-            f"{lines[-1]}); it runs the Python step, with the same results (slower with "
-            "several threads). Set GMP_NATIVE=0 to skip the attempt.",
+            f"gmp could not build its compiled training step ({_reason(error)}); it runs the "
+            "Python step, with the same results (slower with several threads). Set "
+            "GMP_NATIVE=0 to skip the attempt.",
             RuntimeWarning,
             stacklevel=2,
         )
         return None
+
+
+def _reason(error: Exception) -> str:
+    """The line of a failed build that says why: its last, less the build tool's sign-off."""
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    said = [line for line in lines if line and not line.startswith("ninja: build stopped")]
+    return said[-1] if said else type(error).__name__
 
 
 @contextmanager
