@@ -65,7 +65,6 @@ def run_one(spec: dict) -> dict:
     import torch
 
     from trainers import Trainer, TrainerConfig, native
-    from trainers.integrator import row_blocks
 
     adaptive = AdaptiveThreads() if spec["threads"] is None else None
     if adaptive is not None:
@@ -92,8 +91,7 @@ def run_one(spec: dict) -> dict:
     )
     trainer = Trainer(config, threads=row_threads)
     cuda = trainer.device.type == "cuda"
-    blocks = len(row_blocks(config.batch_size, row_threads))
-    if adaptive is not None and native.wanted(trainer.device.type, blocks):
+    if adaptive is not None and trainer.sampler.uses_compiled_step(config.batch_size, row_threads):
         native.ops()  # built or loaded before the warm-up that judges the free CPUs
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm_start = time.perf_counter()

@@ -35,7 +35,6 @@ from orchestrator.threads import (
 )
 from trainers import native
 from trainers.config import SamplerName
-from trainers.integrator import row_blocks
 
 if TYPE_CHECKING:
     from orchestrator.driver import StudyLocations  # imports Ray: loaded where used
@@ -293,7 +292,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     trainer = Trainer(config)
-    if native.wanted(trainer.device.type, len(row_blocks(config.batch_size, threads.most))):
+    if trainer.sampler.uses_compiled_step(config.batch_size, threads.most):
         _prepare_compiled_step(console)  # its compiler's CPU time counts as gmp's own
     shown = spec_metrics(spec)
     start = time.perf_counter()

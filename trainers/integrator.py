@@ -274,20 +274,27 @@ class Sampler(nn.Module):
         self, n: int, generator: torch.Generator | None, detach: bool, threads: int
     ) -> list[Rollout]:
         """The rollouts of `n` trajectories' row blocks, integrated in parallel threads."""
-        device = self.prior.means.device.type
-        blocks = row_blocks(n, threads if device == "cpu" else 1)
+        blocks = self._row_blocks(n, threads)
         noise = RolloutNoise(
             self.prior, n, self.schedule.n_steps, generator, len(blocks), energy=not detach
         )
-        compiled = None
-        if not self.compile_step and native.wanted(device, len(blocks)):
-            compiled = native.ops()
+        compiled = native.ops() if self.uses_compiled_step(n, threads) else None
 
         def integrate(rows: slice) -> Rollout:
             with native.using(compiled):
                 return self._integrate(noise, rows, detach)
 
         return in_parallel(integrate, blocks)
+
+    def _row_blocks(self, n: int, threads: int) -> list[slice]:
+        """The row blocks of a rollout of `n` trajectories (one block off the CPU)."""
+        return row_blocks(n, threads if self.prior.means.device.type == "cpu" else 1)
+
+    def uses_compiled_step(self, n: int, threads: int) -> bool:
+        """Whether a rollout of `n` trajectories on `threads` threads runs the compiled step
+        (trainers/native.py; never with `compile_step`)."""
+        device = self.prior.means.device.type
+        return not self.compile_step and native.wanted(device, len(self._row_blocks(n, threads)))
 
     def _integrate(self, noise: RolloutNoise, rows: slice, detach: bool) -> Rollout:
         """The trajectories of rows `rows` of a rollout whose random draws are `noise`."""

@@ -86,12 +86,16 @@ def test_setting_chooses_where_the_compiled_step_runs(
     assert seen and set(seen) == {used}
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compiled_step_is_for_cpu_rollouts_split_over_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("GMP_NATIVE", "auto")
     assert native.wanted("cpu", 2) and not native.wanted("cpu", 1)
     assert not native.wanted("cuda", 2)
+    sampler = Trainer(tiny()).sampler
+    assert sampler.uses_compiled_step(ROWS, 2) and not sampler.uses_compiled_step(ROWS // 2, 2)
+    assert not Trainer(tiny(compile=True)).sampler.uses_compiled_step(ROWS, 2)  # torch.compile's
     monkeypatch.setenv("GMP_NATIVE", "yes")
     with pytest.raises(ValueError, match="GMP_NATIVE"):
         native.wanted("cpu", 2)
