@@ -145,6 +145,15 @@ def point_update(
     return x_next, log_backward + minus_log_forward
 
 
+def draw_noise(like: Tensor, generator: torch.Generator | None, energy: Tensor | None) -> Tensor:
+    """eps ~ N(0, I) shaped like `like`, adding each row's |eps|^2 to `energy` (in place) where
+    given. native_step.cpp holds this function's compiled twin."""
+    eps = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    if energy is not None:
+        energy += eps.square().sum(-1)
+    return eps
+
+
 @dataclass(frozen=True)
 class IntegratorOptions:
     """How a sampler integrates and what it minimises: loss, step checkpointing, compilation."""
@@ -461,14 +470,11 @@ class RolloutNoise:
                 return
             self._drawing = True
             index = self._n_drawn
-        like = self.initial
+        compiled = native.active()
+        draw = draw_noise if compiled is None else compiled.draw_noise
         try:
             while index <= last:
-                eps = torch.randn(
-                    like.shape, generator=self._generator, device=like.device, dtype=like.dtype
-                )
-                if self._energy is not None:
-                    self._energy += eps.square().sum(-1)
+                eps = draw(self.initial, self._generator, self._energy)
                 with self._lock:
                     self._drawn[index] = eps
                     self._n_drawn = index = index + 1

@@ -2,8 +2,9 @@
 
 Row-block threads (`Sampler.rollout(threads=...)`) run each step's operators from Python, and
 Python lets one thread at a time run Python code: between two operators a thread may wait for
-the other. The compiled step makes the prior's score, the control network's forward pass and
-the integrator's arithmetic at a point one call each, run without that lock. It calls the
+the other. The compiled step makes the prior's score, the control network's forward pass,
+the integrator's arithmetic at a point and the draw of a step's noise one call each, run
+without that lock. It calls the
 same operators in the same order as the Python code, so trajectories, losses and gradients are
 bitwise the same with it or without it.
 

@@ -1,11 +1,12 @@
 // The per-point work of the integration step, compiled: the prior's score
 // (trainers/prior.py, GaussianMixturePrior.score), the control network's forward pass
-// (trainers/network.py, ControlNetwork.control) and the integrator's arithmetic at one point
-// (trainers/integrator.py, point_update). Each function calls the same ATen operators in the
-// same order as its Python twin, so results and gradients are bitwise the same; autograd
-// records them as it does from Python. What differs: one call per function instead of one per
-// operator, made without Python's interpreter lock, so that the threads that integrate row
-// blocks of a batch do not wait on each other between operators.
+// (trainers/network.py, ControlNetwork.control), the integrator's arithmetic at one point and
+// the draw of a step's noise (trainers/integrator.py, point_update and draw_noise). Each
+// function calls the same ATen operators in the same order as its Python twin, so results and
+// gradients are bitwise the same; autograd records them as it does from Python. What differs:
+// one call per function instead of one per operator, made without Python's interpreter lock,
+// so that the threads that integrate row blocks of a batch do not wait on each other between
+// operators.
 #include <torch/extension.h>
 
 #include <limits>
@@ -100,8 +101,23 @@ std::tuple<Tensor, Tensor> point_update(
   return {x_next, log_backward + minus_log_forward};
 }
 
+// eps ~ N(0, I) shaped like `like`, adding each row's |eps|^2 to `energy` where given, see
+// draw_noise in trainers/integrator.py.
+Tensor draw_noise(const Tensor& like, const std::optional<at::Generator>& generator,
+                  const std::optional<Tensor>& energy) {
+  Tensor eps = at::randn(like.sizes(), generator, like.options());
+  if (energy.has_value()) {
+    Tensor square = eps.square();
+    Tensor row_sums = square.sum(-1);
+    Tensor total = *energy;
+    total.add_(row_sums);
+  }
+  return eps;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prior_score", &prior_score, py::call_guard<py::gil_scoped_release>());
   m.def("network_control", &network_control, py::call_guard<py::gil_scoped_release>());
   m.def("point_update", &point_update, py::call_guard<py::gil_scoped_release>());
+  m.def("draw_noise", &draw_noise, py::call_guard<py::gil_scoped_release>());
 }
