@@ -20,12 +20,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
 from storage.answer import study_note, trial_run_name
+from storage.mlflow_client import ReconnectingClient
 from storage.optuna_storage import (
     INTERRUPTED_ATTR,
     TUNE_ID_ATTR,
@@ -115,7 +115,7 @@ class StudyTracker(MLflowLoggerCallback):
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, *args: Any, **kwargs: Any) -> None:
         """Create (or find) the experiment and the study's parent run."""
-        client = MlflowClient(self.tracking_uri)
+        client = ReconnectingClient(self.tracking_uri)
         if client.get_experiment_by_name(self.study) is None:
             client.create_experiment(self.study, artifact_location=self.artifact_location)
         super().setup(*args, **kwargs)
@@ -403,7 +403,7 @@ def failure_reason(trial: Trial) -> str:
 
 def close_orphaned_runs(tracking_uri: str, study: str, trial_ids: list[str], reason: str) -> None:
     """Mark the still-running MLflow runs of these Tune trials KILLED, with the reason."""
-    client = MlflowClient(tracking_uri)
+    client = ReconnectingClient(tracking_uri)
     for trial_id in trial_ids:
         for run in study_runs(client, study, {TRIAL_TAG: trial_id}) or []:
             if run.info.status != "RUNNING":
