@@ -4,7 +4,8 @@ MLflow's own client retries a request the server refuses or answers with 5xx. It
 whose connection breaks after the request went out, for instance when the server dies while it
 answers. That breaks the study that made the call, although the server is back seconds later.
 `ReconnectingClient` repeats such calls. It does so only for calls whose repetition records
-nothing twice: a repeated metric batch is the same rows, which the server's store keeps once.
+nothing twice: a repeated metric batch is the same rows, which a database-backed server keeps
+once.
 """
 
 from __future__ import annotations
