@@ -4,9 +4,8 @@ Row-block threads (`Sampler.rollout(threads=...)`) run each step's operators fro
 Python lets one thread at a time run Python code: between two operators a thread may wait for
 the other. The compiled step makes the prior's score, the control network's forward pass,
 the integrator's arithmetic at a point and the draw of a step's noise one call each, run
-without that lock. It calls the
-same operators in the same order as the Python code, so trajectories, losses and gradients are
-bitwise the same with it or without it.
+without that lock. It calls the same operators in the same order as the Python code, so
+trajectories, losses and gradients are bitwise the same with it or without it.
 
 `GMP_NATIVE` chooses: `auto` (default) uses it for CPU rollouts split over more than one
 thread, `1` for every rollout, `0` never. The first use compiles it (C++ compiler and ninja

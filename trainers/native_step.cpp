@@ -109,8 +109,7 @@ Tensor draw_noise(const Tensor& like, const std::optional<at::Generator>& genera
   if (energy.has_value()) {
     Tensor square = eps.square();
     Tensor row_sums = square.sum(-1);
-    Tensor total = *energy;
-    total.add_(row_sums);
+    energy->add_(row_sums);
   }
   return eps;
 }
