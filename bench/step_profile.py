@@ -32,7 +32,7 @@ from trainers import Trainer, TrainerConfig
 SETTINGS = {"funnel": ({"dim": 10}, 2000, 0.01), "credit": ({}, 1000, 0.01)}  # PAPER.md §4
 KINDS = (
     ("matrix products", r"^aten::(mm|addmm|addmv_?|bmm|baddbmm|matmul|linear)$"),
-    ("GELU", r"^aten::gelu(_backward)?$"),
+    ("GELU", r"^(aten::gelu(_backward)?|gmp::gelu)$"),  # gmp's: its backward pass is a mul
     ("copies", r"^aten::(copy_|_to_copy|clone|contiguous|cat|stack|index|index_select)$"),
     ("reductions", r"^aten::(sum|mean|logsumexp|amax|max|min|var|norm)$"),
     ("random numbers", r"^aten::(normal_|randn|uniform_|multinomial|randint)$"),

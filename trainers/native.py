@@ -7,11 +7,17 @@ the integrator's arithmetic at a point and the draw of a step's noise one call e
 without that lock. It calls the same operators in the same order as the Python code, so
 trajectories, losses and gradients are bitwise the same with it or without it.
 
-`GMP_NATIVE` chooses: `auto` (default) uses it for CPU rollouts split over more than one
-thread, `1` for every rollout, `0` never. The first use compiles it (C++ compiler and ninja
-needed, about half a minute; torch keeps the build in `TORCH_EXTENSIONS_DIR`, by default
+The same file holds the network's exact GELU for float32 on the CPU (`gelu`), which keeps its
+slope from the forward pass for the backward pass. Its values and slopes differ from torch's
+in the last bits (both approximate erf to within 1.5e-7), so it is used wherever gmp's compiled
+code is, by the Python step too, and the results do not depend on which step ran.
+
+`GMP_NATIVE` chooses: `auto` (default) uses the GELU for every CPU rollout and the compiled
+step for CPU rollouts split over more than one thread, `1` both for every rollout, `0` neither
+(torch's GELU, the Python step). The first use compiles it (C++ compiler and ninja needed,
+about half a minute; torch keeps the build in `TORCH_EXTENSIONS_DIR`, by default
 ~/.cache/torch_extensions, for later processes). Where it cannot be built, gmp warns once and
-runs the Python step.
+runs the Python step with torch's GELU.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
 
 SOURCE = Path(__file__).with_name("native_step.cpp")
 SETTINGS = ("auto", "1", "0")
@@ -44,6 +54,24 @@ def wanted(device_type: str, row_blocks: int) -> bool:
     """Whether a rollout on `device_type` split into `row_blocks` blocks uses the compiled step."""
     choice = setting()
     return choice == "1" or (choice == "auto" and device_type == "cpu" and row_blocks > 1)
+
+
+def gelu(x: Tensor, approximate: str, overwrite_input: bool = False) -> Tensor:
+    """GELU of `x` as torch's `approximate` names it: the compiled exact GELU where `GMP_NATIVE`
+    allows compiled code and it applies (float32 on the CPU, outside torch.compile), torch's
+    otherwise. `overwrite_input`: nothing reads `x` (a computed tensor, not a leaf) after the
+    call, and the compiled GELU may keep its backward pass's slope in x's memory."""
+    if (
+        approximate == "none"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and setting() != "0"
+        and not torch.compiler.is_compiling()
+    ):
+        compiled = ops()
+        if compiled is not None:
+            return compiled.gelu(x, approximate, overwrite_input)
+    return F.gelu(x, approximate=approximate)
 
 
 def ops() -> ModuleType | None:

@@ -59,6 +59,18 @@ def _constant_(linear: nn.Linear, weight: float, bias: float) -> nn.Linear:
 GELU_APPROXIMATION = {"gelu": "none", "gelu_tanh": "tanh"}  # NetworkConfig.activation -> torch
 
 
+class Gelu(nn.Module):
+    """GELU as trainers/native.py computes it (gmp's compiled exact GELU on the CPU)."""
+
+    def __init__(self, approximate: str) -> None:
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        """GELU(x), elementwise."""
+        return native.gelu(x, self.approximate)
+
+
 def _gelu_mlp(
     layers: list[nn.Linear], activation: str, leading_gelu: bool = False
 ) -> nn.Sequential:
@@ -70,7 +82,7 @@ def _gelu_mlp(
     modules: list[nn.Module] = []
     for i, layer in enumerate(layers):
         if i or leading_gelu:
-            modules.append(nn.GELU(approximate=GELU_APPROXIMATION[activation]))
+            modules.append(Gelu(GELU_APPROXIMATION[activation]))
         modules.append(layer)
     return nn.Sequential(*modules)
 
@@ -182,7 +194,9 @@ class ControlNetwork(nn.Module):
             )
         out = torch.addmm(terms.state_bias, x, weights.x_weight_t)
         for weight_t, bias in zip(weights.weights_t, weights.biases, strict=True):
-            out = torch.addmm(bias, F.gelu(out, approximate=self.approximate), weight_t)
+            out = torch.addmm(
+                bias, native.gelu(out, self.approximate, overwrite_input=True), weight_t
+            )
         if terms.score_scale is not None:
             if score is None:
                 raise ValueError("this network scales the target score: pass `score`")

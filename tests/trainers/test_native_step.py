@@ -36,11 +36,18 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _trained(case: dict[str, Any], setting: str, monkeypatch: pytest.MonkeyPatch) -> Trainer:
-    monkeypatch.setenv("GMP_NATIVE", setting)
+def _trained(case: dict[str, Any], compiled_step: bool, monkeypatch: pytest.MonkeyPatch) -> Trainer:
+    """A tiny trainer after 4 iterations on two threads, with the compiled step or with the
+    Python step (both with the compiled GELU)."""
+    _use_compiled_step(compiled_step, monkeypatch)
     trainer = Trainer(tiny(batch_size=ROWS, eval_samples=ROWS, **case), threads=2)
     trainer.train(4)
     return trainer
+
+
+def _use_compiled_step(wanted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GMP_NATIVE", "1")
+    monkeypatch.setattr(native, "wanted", lambda device_type, row_blocks: wanted)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +60,13 @@ def compiled() -> None:
 def test_compiled_step_trains_bitwise_as_the_python_step(
     case: str, compiled: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    python_step = _trained(CASES[case], "0", monkeypatch)
-    compiled_step = _trained(CASES[case], "1", monkeypatch)
+    python_step = _trained(CASES[case], False, monkeypatch)
+    compiled_step = _trained(CASES[case], True, monkeypatch)
     assert_same_parameters(python_step, compiled_step)
     assert python_step.history == compiled_step.history
     generator = torch.Generator().manual_seed(3)
     x, log_w = compiled_step.sampler.sample(ROWS, generator, threads=2)
-    monkeypatch.setenv("GMP_NATIVE", "0")
+    _use_compiled_step(False, monkeypatch)
     x_python, log_w_python = python_step.sampler.sample(
         ROWS, torch.Generator().manual_seed(3), threads=2
     )
@@ -125,3 +132,61 @@ def test_prior_score_and_its_gradients_match_bitwise_with_inactive_slots(
         results.append((score, *grads))
     for python_value, compiled_value in zip(*results, strict=True):
         assert torch.equal(python_value, compiled_value)
+
+
+def test_compiled_gelu_has_the_exact_gelus_values_and_slopes(compiled: None) -> None:
+    x = torch.cat([torch.linspace(-12, 12, 240_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30])])
+    exact = torch.nn.functional.gelu(x.double())
+    exact_slope = torch.ops.aten.gelu_backward(torch.ones_like(exact), x.double())
+    values = native.gelu(x, "none")
+    x_grad = x.clone().requires_grad_()
+    traced = native.gelu(x_grad, "none")
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    traced.backward(upstream)
+    assert torch.equal(values, traced.detach())  # with or without a gradient to keep
+    # Abramowitz and Stegun's erf, as torch's own CPU GELU: within 1.5e-7 of erf, times |x|
+    assert (values.double() - exact).abs().max() < 5e-7
+    assert (x_grad.grad.double() - upstream.double() * exact_slope).abs().max() < 1e-6 * (
+        upstream.abs().max()
+    )
+    assert torch.equal(values[x > 0] > 0, torch.ones_like(values[x > 0], dtype=torch.bool))
+    edges = native.gelu(torch.tensor([float("inf"), -50.0, 50.0, float("nan")]), "none")
+    assert edges[0] == float("inf") and edges[1] == 0 and edges[2] == 50 and edges[3].isnan()
+
+
+@pytest.mark.parametrize("setting", ["auto", "1", "0"])
+def test_setting_chooses_the_gelu(
+    setting: str, compiled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GMP_NATIVE", setting)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    compiled_gelu = native.ops().gelu(x, "none")
+    torch_gelu = torch.nn.functional.gelu(x)
+    assert not torch.equal(compiled_gelu, torch_gelu)  # they differ in the last bits
+    expected = torch_gelu if setting == "0" else compiled_gelu
+    assert torch.equal(native.gelu(x, "none"), expected)
+    assert torch.equal(native.gelu(x.double(), "none"), torch.nn.functional.gelu(x.double()))
+    tanh = torch.nn.functional.gelu(x, approximate="tanh")
+    assert torch.equal(native.gelu(x, "tanh"), tanh)
+
+
+def test_compiled_gelu_keeps_its_slope_in_a_temporary_input(compiled: None) -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 8, generator=generator, requires_grad=True)
+    x = torch.randn(300, 16, generator=generator)
+    gradients = []
+    for overwrite in (False, True):
+        hidden = x @ weight  # a temporary, as the network's products are
+        out = native.gelu(hidden, "none", overwrite_input=overwrite)
+        (grad,) = torch.autograd.grad(out.square().sum(), weight)
+        gradients.append((out, grad))
+    assert torch.equal(gradients[0][0], gradients[1][0])
+    assert torch.equal(gradients[0][1], gradients[1][1])
+    # a node that saved the overwritten input refuses to run, rather than reading the slope
+    hidden = x @ weight
+    saved = hidden.square()
+    out = native.gelu(hidden, "none", overwrite_input=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out + saved).sum().backward()
+    with pytest.raises(RuntimeError, match="cannot overwrite a leaf"):
+        native.gelu(weight, "none", overwrite_input=True)
